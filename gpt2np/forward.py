@@ -1,0 +1,93 @@
+"""GPT-2's forward pass, top to bottom, one pure function per stage.
+
+Shapes: B batch, T positions, D d_model, H heads, E d_head, V vocabulary.
+Each function takes the arrays it needs and a `trace` that records or patches the named
+intermediate tensors (see names.py); with the default `NO_TRACE` they are plain functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import GPT2Config
+from .ops import conv1d, gelu_new, layer_norm_scale, merge_heads, softmax, split_heads
+from .params import AttentionParams, BlockParams, GPT2Params, LayerNormParams, MLPParams
+from .trace import NO_TRACE, Trace
+
+
+def embed(ids: np.ndarray, params: GPT2Params, trace: Trace = NO_TRACE) -> np.ndarray:
+    """Token plus position embedding: (B, T) ids -> (B, T, D) residual stream."""
+    positions = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)
+    token = trace("hook_embed", params.wte[ids])  # (B, T, D)
+    position = trace("hook_pos_embed", params.wpe[positions])  # (B, T, D)
+    return token + position
+
+
+def layer_norm(x: np.ndarray, p: LayerNormParams, eps: float, trace: Trace = NO_TRACE, prefix: str = "") -> np.ndarray:
+    """LayerNorm over D with biased variance (torch.nn.LayerNorm)."""
+    centred = x - np.mean(x, axis=-1, keepdims=True)
+    scale = trace(prefix + "hook_scale", layer_norm_scale(centred, eps))  # (B, T, 1)
+    normalized = centred / scale
+    normalized *= p.weight
+    normalized += p.bias
+    return trace(prefix + "hook_normalized", normalized)
+
+
+def attention(
+    x: np.ndarray, p: AttentionParams, cfg: GPT2Config, layer: int, mask: np.ndarray,
+    trace: Trace = NO_TRACE, prefix: str = "",
+) -> np.ndarray:
+    """Causal multi-head self-attention: (B, T, D) -> (B, T, D).
+
+    `mask` is additive, 0 where a query may look and -inf where it may not: (T, T) for the causal
+    mask alone, (B, 1, T, T) when padded keys are hidden too.
+    """
+    qkv = conv1d(x, p.c_attn.weight, p.c_attn.bias)  # (B, T, 3D)
+    q, k, v = np.split(qkv, 3, axis=-1)  # (B, T, D) each
+    q = trace.heads(prefix + "hook_q", split_heads(q, cfg.n_head))  # (B, H, T, E)
+    k = trace.heads(prefix + "hook_k", split_heads(k, cfg.n_head))
+    v = trace.heads(prefix + "hook_v", split_heads(v, cfg.n_head))
+
+    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, T)
+    scores *= scores.dtype.type(cfg.attention_scale(layer))
+    scores += mask
+    scores = trace(prefix + "hook_attn_scores", scores)
+    # Overwrite the scores with the pattern unless someone outside still holds them.
+    in_place = not trace.needs(prefix + "hook_attn_scores")
+    pattern = trace(prefix + "hook_pattern", softmax(scores, out=scores if in_place else None))
+
+    z = trace.heads(prefix + "hook_z", pattern @ v)  # (B, H, T, E)
+    if trace.needs(prefix + "hook_result"):
+        w_o = p.c_proj.weight.reshape(cfg.n_head, cfg.d_head, cfg.d_model)  # (H, E, D)
+        result = trace.heads(prefix + "hook_result", z @ w_o)  # (B, H, T, D)
+        if prefix + "hook_result" in trace.hooks:
+            # The heads were patched: the output must be built from them.
+            return result.sum(axis=1) + p.c_proj.bias
+    return conv1d(merge_heads(z), p.c_proj.weight, p.c_proj.bias)
+
+
+def mlp(x: np.ndarray, p: MLPParams, trace: Trace = NO_TRACE, prefix: str = "") -> np.ndarray:
+    """Position-wise feed-forward: (B, T, D) -> (B, T, d_mlp) -> GELU -> (B, T, D)."""
+    pre = trace(prefix + "hook_pre", conv1d(x, p.c_fc.weight, p.c_fc.bias))
+    post = trace(prefix + "hook_post", gelu_new(pre))
+    return conv1d(post, p.c_proj.weight, p.c_proj.bias)
+
+
+def block(
+    resid: np.ndarray, p: BlockParams, cfg: GPT2Config, layer: int, mask: np.ndarray, trace: Trace = NO_TRACE,
+) -> np.ndarray:
+    """One pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(·))."""
+    name = f"blocks.{layer}."
+    resid_pre = trace(name + "hook_resid_pre", resid)
+    ln1 = layer_norm(resid_pre, p.ln_1, cfg.layer_norm_eps, trace, name + "ln1.")
+    attn_out = trace(name + "hook_attn_out", attention(ln1, p.attn, cfg, layer, mask, trace, name + "attn."))
+    resid_mid = trace(name + "hook_resid_mid", resid_pre + attn_out)
+    ln2 = layer_norm(resid_mid, p.ln_2, cfg.layer_norm_eps, trace, name + "ln2.")
+    mlp_out = trace(name + "hook_mlp_out", mlp(ln2, p.mlp, trace, name + "mlp."))
+    return trace(name + "hook_resid_post", resid_mid + mlp_out)
+
+
+def unembed(resid: np.ndarray, params: GPT2Params, cfg: GPT2Config, trace: Trace = NO_TRACE) -> np.ndarray:
+    """Final LayerNorm and the (tied) unembedding: (B, T, D) -> (B, T, V) logits."""
+    final = layer_norm(resid, params.ln_f, cfg.layer_norm_eps, trace, "ln_final.")
+    return final @ params.lm_head.T

@@ -1,0 +1,64 @@
+"""What the forward pass does at each named site: keep the tensor, let a hook replace it, or neither.
+
+The forward functions call `trace(name, array)` at every site and carry on with what it returns.
+Arrays inside the forward pass always have a batch axis; the public view (what is cached and what
+hooks see) drops it when the caller passed a single sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Hook = Callable[[np.ndarray, str], "np.ndarray | None"]
+
+
+class Trace:
+    def __init__(self, keep: frozenset[str] = frozenset(), hooks: dict[str, Hook] | None = None, batched: bool = True):
+        self.keep = keep
+        self.hooks = hooks or {}
+        self.batched = batched
+        self.cache: dict[str, np.ndarray] = {}
+
+    def needs(self, name: str) -> bool:
+        """Whether anything outside the forward pass will see this tensor (so it must not be
+        overwritten in place, and optional tensors must be computed)."""
+        return name in self.keep or name in self.hooks
+
+    def __call__(self, name: str, value: np.ndarray) -> np.ndarray:
+        if not self.keep and not self.hooks:
+            return value
+        public = value if self.batched else value[0]
+        hook = self.hooks.get(name)
+        if hook is not None:
+            public = _apply_hook(hook, name, public)
+            value = public if self.batched else public[None]
+        if name in self.keep:
+            self.cache[name] = public
+        return value
+
+    def heads(self, name: str, value: np.ndarray) -> np.ndarray:
+        """Like __call__ for per-head tensors held as (B, H, T, ·) but shown as (B, T, H, ·)."""
+        if not self.needs(name):
+            return value
+        shown = self(name, value.transpose(0, 2, 1, 3))
+        return np.ascontiguousarray(shown.transpose(0, 2, 1, 3))
+
+
+NO_TRACE = Trace()
+
+
+def _apply_hook(hook: Hook, name: str, value: np.ndarray) -> np.ndarray:
+    returned = hook(value, name)
+    if returned is None:  # the hook edited `value` in place (or only looked at it)
+        return value
+    returned = np.asarray(returned)
+    if returned.shape != value.shape:
+        raise ValueError(
+            f"the hook on {name!r} returned an array of shape {returned.shape}; it must keep the "
+            f"shape {value.shape}"
+        )
+    if returned.dtype != value.dtype:
+        returned = returned.astype(value.dtype)
+    return returned
