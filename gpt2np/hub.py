@@ -27,7 +27,10 @@ _PROBE_TIMEOUT_S = 3.0
 
 
 def looks_like_path(source: str) -> bool:
-    return os.sep in source or source.startswith(".") or source.endswith((".safetensors", ".json")) or Path(source).exists()
+    """A local path, as opposed to a Hub name like "gpt2" or "org/name"."""
+    if Path(source).expanduser().exists():
+        return True
+    return source.startswith(("/", ".", "~")) or source.endswith((".safetensors", ".json")) or source.count("/") > 1
 
 
 def repo_id(source: str) -> str:

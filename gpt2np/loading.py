@@ -62,11 +62,15 @@ def load_model(
     revision, cache_dir: passed to the Hub client (cache_dir defaults to $HF_HOME's hub cache).
     check_finite: reject weights holding NaN or inf (reads every weight once).
     """
-    if str(dtype) not in _DTYPES:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     weights, config_file = resolve_model_files(source, revision, cache_dir)
     cfg = _as_config(config)
     if cfg is None:
         cfg = GPT2Config.from_json_file(config_file) if config_file else PRESETS["gpt2"]
-    params = load_params(weights, cfg, _DTYPES[str(dtype)], check_finite=check_finite)
+    params = load_params(weights, cfg, _DTYPES[name], check_finite=check_finite)
     return GPT2(params, cfg, source=str(source))

@@ -1,0 +1,37 @@
+"""geostudy: how the token cloud of GPT-2 changes shape, layer by layer and sub-layer by sub-layer.
+
+It joins `gpt2np` (the model's intermediate tensors) and `idest` (intrinsic-dimension
+estimators): for each prompt of a corpus, and for the pooled corpus, at every chosen site in
+depth order, it measures the intrinsic dimension (TwoNN, MLE, GRIDE, PCA), norms, cosines and
+the log-volume of the token cloud, and reads the residual stream through the logit lens; then
+writes tidy tables (CSV + JSON), plots and a self-contained HTML report.
+
+    import geostudy
+    run = geostudy.run_study("gpt2")                     # the shipped corpus, everything
+    run = geostudy.run_study("path/to/model_dir", corpus="my_prompts.jsonl", out="runs/mine",
+                             sites=["blocks.*.hook_resid_post"], estimators=["twonn", "pca"],
+                             drop_positions=[0])
+    # run / "tables" / "results.csv": prompt_id, genre, topic, site, ..., quantity, param, value, error
+    # run / "report.html": open it in a browser
+
+    corpus = geostudy.load_corpus()                      # the shipped 30 prompts (or a path)
+    geostudy.resolve_sites("default", model.cfg)          # the sites, in depth order, with labels
+
+Bad input (missing or malformed corpus, empty or too long text, unknown site, unwritable output
+folder, model or tokenizer that cannot be loaded) raises `geostudy.StudyError` before any work.
+The command-line entry point is ``python scripts/run_prerun.py``.
+"""
+
+from .corpus import SHIPPED_CORPUS, Corpus, Prompt, load_corpus
+from .errors import StudyError
+from .estimators import ESTIMATORS, EstimatorSettings
+from .run import StudyPlan, execute, prepare_study, run_study
+from .sites import Site, default_site_names, resolve_sites
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "run_study", "prepare_study", "execute", "StudyPlan", "load_corpus", "Corpus", "Prompt",
+    "SHIPPED_CORPUS", "StudyError", "ESTIMATORS", "EstimatorSettings", "Site", "resolve_sites",
+    "default_site_names",
+]

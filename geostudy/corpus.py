@@ -1,0 +1,202 @@
+"""The prompt corpus: the shipped one (six genres x five topics) or a user's.
+
+A corpus is an ordered list of prompts, each with an `id` (also used as a file name), a `genre`,
+a `topic` and a `text`. Accepted forms:
+
+* a JSON file: either ``{"prompts": [{"id": ..., "genre": ..., "topic": ..., "text": ...}, ...]}``
+  (other top-level keys such as "name" are kept as metadata) or a bare list of such objects;
+* a JSONL file: one such object per line (blank lines are ignored);
+* a folder of ``.txt`` files (UTF-8): one prompt per file, in file-name order, the id taken from
+  the file name without ``.txt``; genre and topic are empty.
+
+`genre` and `topic` are optional everywhere (empty when absent). Ids must be unique and made of
+letters, digits, ``.``, ``_`` and ``-`` (they name files); ``pooled`` is reserved for the
+whole-corpus rows of the result tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import StudyError
+
+SHIPPED_CORPUS = Path(__file__).resolve().parent / "data" / "corpus.json"
+POOLED_ID = "pooled"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    genre: str
+    topic: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Corpus:
+    prompts: tuple[Prompt, ...]
+    source: str
+    name: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __iter__(self):
+        return iter(self.prompts)
+
+    def __getitem__(self, i) -> Prompt:
+        return self.prompts[i]
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.prompts]
+
+    @property
+    def genres(self) -> list[str]:
+        """Distinct genres in order of first appearance."""
+        return list(dict.fromkeys(p.genre for p in self.prompts))
+
+    @property
+    def topics(self) -> list[str]:
+        return list(dict.fromkeys(p.topic for p in self.prompts))
+
+    def sha256(self) -> str:
+        """Hash of the prompts' content (ids, genres, topics, texts, in order), independent of
+        the file format they were read from."""
+        canon = json.dumps([[p.id, p.genre, p.topic, p.text] for p in self.prompts], ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+    def by_id(self, prompt_id: str) -> Prompt:
+        for p in self.prompts:
+            if p.id == prompt_id:
+                return p
+        raise StudyError(f"the corpus has no prompt with id {prompt_id!r}; its ids are {', '.join(self.ids[:10])}{' ...' if len(self) > 10 else ''}")
+
+
+def _prompt_from_obj(obj, where: str) -> Prompt:
+    if not isinstance(obj, dict):
+        raise StudyError(f"{where}: a prompt must be a JSON object with 'id' and 'text', got {type(obj).__name__}")
+    missing = [k for k in ("id", "text") if k not in obj]
+    if missing:
+        raise StudyError(f"{where}: the prompt has no {' and no '.join(repr(m) for m in missing)} field")
+    fields = {}
+    for key in ("id", "genre", "topic", "text"):
+        value = obj.get(key, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise StudyError(f"{where}: field {key!r} must be a string, got {type(value).__name__} {value!r}")
+        fields[key] = value
+    return Prompt(**fields)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise StudyError(f"{path} is not UTF-8 text ({err})") from None
+    except OSError as err:
+        raise StudyError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def _load_json(path: Path) -> tuple[list[Prompt], str, dict]:
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise StudyError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    meta: dict = {}
+    if isinstance(data, dict):
+        if "prompts" not in data:
+            raise StudyError(f"{path}: a JSON corpus must be a list of prompts or an object with a 'prompts' list; found keys {sorted(data)}")
+        meta = {k: v for k, v in data.items() if k != "prompts"}
+        data = data["prompts"]
+    if not isinstance(data, list):
+        raise StudyError(f"{path}: 'prompts' must be a list, got {type(data).__name__}")
+    prompts = [_prompt_from_obj(obj, f"{path}, prompt #{i + 1}") for i, obj in enumerate(data)]
+    name = meta.get("name", "") if isinstance(meta.get("name", ""), str) else ""
+    return prompts, name, meta
+
+
+def _load_jsonl(path: Path) -> tuple[list[Prompt], str, dict]:
+    prompts = []
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise StudyError(f"{path}, line {lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+        prompts.append(_prompt_from_obj(obj, f"{path}, line {lineno}"))
+    return prompts, "", {}
+
+
+def _load_folder(path: Path) -> tuple[list[Prompt], str, dict]:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
+    if not files:
+        raise StudyError(f"the folder {path} holds no .txt files; a corpus folder has one UTF-8 .txt file per prompt")
+    return [Prompt(id=f.stem, genre="", topic="", text=_read_text(f)) for f in files], path.name, {}
+
+
+def _validate(prompts: list[Prompt], source: str) -> None:
+    if not prompts:
+        raise StudyError(f"the corpus {source} holds no prompts")
+    seen: set[str] = set()
+    for i, p in enumerate(prompts):
+        where = f"{source}, prompt #{i + 1} (id {p.id!r})"
+        if not _ID_RE.match(p.id):
+            raise StudyError(
+                f"{where}: ids name files, so they must be 1-100 characters of letters, digits, '.', '_' "
+                "and '-', starting with a letter or digit" + (" (rename the .txt file)" if source.endswith("/") else "")
+            )
+        if p.id == POOLED_ID:
+            raise StudyError(f"{where}: the id {POOLED_ID!r} is reserved for the whole-corpus rows of the tables; rename it")
+        if p.id in seen:
+            raise StudyError(f"{where}: the id {p.id!r} appears more than once; ids must be unique")
+        seen.add(p.id)
+        if not p.text.strip():
+            raise StudyError(f"{where}: the text is empty")
+
+
+def load_corpus(path: str | Path | None = None) -> Corpus:
+    """Load and validate a corpus. `path`: None for the shipped corpus, or a .json / .jsonl file,
+    or a folder of .txt files. Raises StudyError with a precise message on any problem."""
+    if path is None:
+        path = SHIPPED_CORPUS
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise StudyError(f"no corpus at {path}: pass a .json or .jsonl file or a folder of .txt files")
+    if path.is_dir():
+        prompts, name, meta = _load_folder(path)
+        source = str(path) + "/"
+    elif path.suffix.lower() == ".jsonl":
+        prompts, name, meta = _load_jsonl(path)
+        source = str(path)
+    elif path.suffix.lower() == ".json":
+        prompts, name, meta = _load_json(path)
+        source = str(path)
+    else:
+        raise StudyError(f"{path}: unknown corpus format {path.suffix!r}; use .json, .jsonl or a folder of .txt files")
+    _validate(prompts, source)
+    return Corpus(prompts=tuple(prompts), source=source, name=name or path.stem, metadata=meta)
+
+
+def tokenize_corpus(corpus: Corpus, tokenizer, n_ctx: int) -> list:
+    """Token ids of every prompt; StudyError naming every prompt that encodes to no token or to
+    more tokens than the model's context."""
+    ids, problems = [], []
+    for p in corpus:
+        t = tokenizer.encode(p.text)
+        if t.size == 0:
+            problems.append(f"{p.id}: encodes to no token")
+        elif t.size > n_ctx:
+            problems.append(f"{p.id}: {t.size} tokens, more than the model's context of {n_ctx}; shorten it")
+        ids.append(t)
+    if problems:
+        raise StudyError("some prompts cannot be run:\n  " + "\n  ".join(problems))
+    return ids

@@ -1,0 +1,123 @@
+"""The intrinsic-dimension estimators, through idest, turned into table rows.
+
+One function, `estimate`, runs the chosen estimators on one token cloud X (N, D), exactly as a
+user would call idest on the same array (X is passed as saved, float32 by default; idest works
+in float64 internally):
+
+* twonn: ``idest.twonn(X, discard_fraction=0.1)`` -> quantity ``id_twonn`` (error: its
+  asymptotic standard error);
+* mle: ``idest.mle(X, k=20)`` -> ``id_mle`` (error: standard error across points);
+* gride: ``idest.gride(X, range_max=64)`` -> ``id_gride`` once per scale, param = the neighbour
+  order n1 (n2 = 2 n1), error: its Fisher-information standard error;
+* pca: ``idest.pca(X, variance=[0.75, 0.8, 0.85, 0.9, 0.95])`` -> ``pca_components`` (param =
+  the variance level), ``pca_participation_ratio``, and the spectrum.
+
+An estimator that refuses the cloud (idest raises ValueError, e.g. too few points for k=20) is
+recorded as skipped with idest's message; the study goes on.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import idest
+
+ESTIMATORS = ("twonn", "mle", "gride", "pca")
+PCA_LEVELS = (0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    estimators: tuple[str, ...] = ESTIMATORS
+    twonn_discard_fraction: float = 0.1
+    mle_k: int = 20
+    gride_range_max: int = 64
+    pca_levels: tuple[float, ...] = PCA_LEVELS
+
+    def as_dict(self) -> dict:
+        return {
+            "estimators": list(self.estimators),
+            "twonn_discard_fraction": self.twonn_discard_fraction,
+            "mle_k": self.mle_k,
+            "gride_range_max": self.gride_range_max,
+            "pca_levels": list(self.pca_levels),
+        }
+
+
+@dataclass
+class Estimates:
+    """What the estimators said about one cloud."""
+
+    items: list = field(default_factory=list)  # (quantity, param, value, error)
+    spectrum: np.ndarray | None = None  # covariance eigenvalues (ddof=1), descending
+    explained: np.ndarray | None = None  # spectrum / spectrum.sum()
+    skipped: list = field(default_factory=list)  # (estimator, reason)
+
+
+def _no_timer(stage):
+    return nullcontext()
+
+
+def estimate(X: np.ndarray, settings: EstimatorSettings, need_spectrum: bool = True, timer=None, prefix: str = "") -> Estimates:
+    """Run the chosen estimators on X; `timer(stage)` (a context manager) times each one."""
+    timer = timer or _no_timer
+    out = Estimates()
+    chosen = settings.estimators
+    with timer(prefix + "twonn"):
+        if "twonn" in chosen:
+            _twonn(X, settings, out)
+    with timer(prefix + "mle"):
+        if "mle" in chosen:
+            _mle(X, settings, out)
+    with timer(prefix + "gride"):
+        if "gride" in chosen:
+            _gride(X, settings, out)
+    with timer(prefix + "pca"):
+        _pca(X, settings, out, need_spectrum)
+    return out
+
+
+def _twonn(X, settings, out):
+    try:
+        r = idest.twonn(X, discard_fraction=settings.twonn_discard_fraction)
+        out.items.append(("id_twonn", None, float(r.dimension), float(r.error)))
+    except ValueError as err:
+        out.skipped.append(("twonn", str(err)))
+
+
+def _mle(X, settings, out):
+    try:
+        r = idest.mle(X, k=settings.mle_k)
+        out.items.append(("id_mle", None, float(r.dimension), float(r.error)))
+    except ValueError as err:
+        out.skipped.append(("mle", str(err)))
+
+
+def _gride(X, settings, out):
+    try:
+        r = idest.gride(X, range_max=settings.gride_range_max)
+        for n1, d, e in zip(r.scales.tolist(), r.dimensions.tolist(), r.errors.tolist()):
+            out.items.append(("id_gride", int(n1), float(d), float(e)))
+    except ValueError as err:
+        out.skipped.append(("gride", str(err)))
+
+
+def _pca(X, settings, out, need_spectrum):
+    if "pca" in settings.estimators:
+        try:
+            r = idest.pca(X, variance=list(settings.pca_levels))
+            for level, n in zip(r.variance_levels, r.dimensions.tolist()):
+                out.items.append(("pca_components", float(level), int(n), None))
+            out.items.append(("pca_participation_ratio", None, float(r.participation_ratio), None))
+            out.spectrum, out.explained = r.spectrum, r.explained_variance_ratio
+        except ValueError as err:
+            out.skipped.append(("pca", str(err)))
+    elif need_spectrum:
+        try:
+            out.spectrum = idest.spectrum(X)
+            out.explained = out.spectrum / out.spectrum.sum()
+        except ValueError as err:
+            out.skipped.append(("spectrum", str(err)))

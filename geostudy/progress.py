@@ -1,0 +1,84 @@
+"""A tiny progress printer on stderr: one line rewritten in place on a terminal, plain lines
+(one per finished item) when stderr is a file or a pipe. Also keeps the time spent per stage."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Progress:
+    def __init__(self, total: int, title: str, stream=None, enabled: bool = True, width: int = 24):
+        self.total = max(int(total), 0)
+        self.title = title
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = width
+        self.done = 0
+        self.note = ""
+        self.start = time.perf_counter()
+        self._last_len = 0
+
+    def _line(self) -> str:
+        frac = self.done / self.total if self.total else 1.0
+        filled = int(round(frac * self.width))
+        elapsed = time.perf_counter() - self.start
+        eta = f", ~{_fmt(elapsed / self.done * (self.total - self.done))} left" if 0 < self.done < self.total else ""
+        bar = "#" * filled + "." * (self.width - filled)
+        return f"{self.title} {self.done}/{self.total} [{bar}] {frac:4.0%} {_fmt(elapsed)}{eta}  {self.note}"
+
+    def _draw(self) -> None:
+        line = self._line()
+        pad = max(self._last_len - len(line), 0)
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+        self._last_len = len(line)
+
+    def stage(self, note: str) -> None:
+        """Say what is being done now (redraws the line on a terminal only)."""
+        self.note = note
+        if self.tty:
+            self._draw()
+
+    def advance(self, n: int = 1, note: str | None = None) -> None:
+        self.done += n
+        if note is not None:
+            self.note = note
+        if self.tty:
+            self._draw()
+        elif self.enabled:
+            self.stream.write(self._line().rstrip() + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class StageTimer:
+    """Wall-clock seconds accumulated per named stage, in first-use order."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+    def table(self) -> str:
+        total = sum(self.seconds.values())
+        lines = [f"  {name:<28s} {sec:8.1f} s" for name, sec in self.seconds.items()]
+        lines.append(f"  {'total':<28s} {total:8.1f} s")
+        return "\n".join(lines)

@@ -1,0 +1,598 @@
+"""The study from start to end: validate everything, then per prompt, then pooled, then outputs.
+
+Run folder layout (all files written atomically, see fsio):
+
+    manifest.json                    versions, model source and hash, corpus hash, options
+    activations/<prompt>.safetensors the chosen sites of each prompt (TransformerLens names)
+    prompts/<prompt>.json            that prompt's analysis results
+    prompts/<prompt>.done            written last: the prompt is finished
+    pooled/<site>.json               the pooled-corpus analysis of one site
+    tables/*.csv, tables/*.json      the tidy result tables
+    plots/*.png, plots/*.gif         the figures
+    report.html                      the self-contained report
+    timings.json                     seconds per stage of the last (resumed) run
+
+Resuming: a prompt whose .done marker exists is skipped; otherwise it is redone from scratch
+(its files are replaced). A pooled site whose json exists is skipped. Tables, plots and the
+report are always rebuilt from these files in a fixed order, so a run that was killed and
+started again ends with byte-identical tables.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import gpt2np
+from gpt2np.loading import resolve_model_files
+
+from . import manifest as mf
+from .analysis import FINAL_SITE, analyse_cloud, lens_for_prompt
+from .corpus import POOLED_ID, Corpus, Prompt, load_corpus, tokenize_corpus
+from .errors import StudyError
+from .estimators import ESTIMATORS, EstimatorSettings
+from .extract import load_cloud, pattern_name, save_activations
+from .fsio import atomic_write_json, read_json, remove_stale_temporaries
+from .geometry import cosine_to_last_sum
+from .progress import Progress, StageTimer
+from .sites import Site, as_cloud, lens_site_names, resolve_sites, site_info, site_width
+from .tables import (
+    PROMPT_COLUMNS, RESULT_COLUMNS, SITE_COLUMNS, SKIPPED_COLUMNS, SPECTRUM_COLUMNS,
+    TOP_TOKEN_COLUMNS, write_table,
+)
+
+ACT_DIR, PROMPT_DIR, POOLED_DIR, TABLE_DIR, PLOT_DIR = "activations", "prompts", "pooled", "tables", "plots"
+MANIFEST, REPORT, TIMINGS = "manifest.json", "report.html", "timings.json"
+DEFAULT_RUNS_DIR = Path("runs")
+DEFAULT_LENS_POSITIONS = 32
+MIN_POINTS = 3  # kept tokens per prompt: fewer cannot even be centred and compared
+
+
+@dataclass
+class StudyPlan:
+    """Everything validated and loaded, before any work."""
+
+    model: object
+    tokenizer: object
+    corpus: Corpus
+    token_ids: list
+    kept: list  # per prompt: the positions analysed
+    sites: list[Site]
+    lens_sites: list[str]
+    settings: EstimatorSettings
+    pooled_settings: EstimatorSettings
+    drop_positions: tuple[int, ...]
+    dtype: str
+    lens_positions: int | None
+    top_k: int
+    focus: Prompt
+    attention_block: int
+    scatter_site: str
+    out: Path
+    make_plots: bool
+    make_report: bool
+    model_info: dict
+    tokenizer_info: dict
+    fingerprint: dict
+    progress: bool = True
+    timer: StageTimer = field(default_factory=StageTimer)
+
+    @property
+    def cfg(self):
+        return self.model.cfg
+
+    def act_path(self, prompt_id: str) -> Path:
+        return self.out / ACT_DIR / f"{prompt_id}.safetensors"
+
+    def result_path(self, prompt_id: str) -> Path:
+        return self.out / PROMPT_DIR / f"{prompt_id}.json"
+
+    def marker_path(self, prompt_id: str) -> Path:
+        return self.out / PROMPT_DIR / f"{prompt_id}.done"
+
+    def pooled_path(self, site: str) -> Path:
+        return self.out / POOLED_DIR / f"{site}.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+def _parse_estimators(spec, what: str) -> tuple[str, ...]:
+    if spec is None:
+        return ESTIMATORS
+    if isinstance(spec, str):
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    spec = [s.lower() for s in spec]
+    if spec in (["none"], []):
+        return ()
+    if spec == ["all"]:
+        return ESTIMATORS
+    unknown = [s for s in spec if s not in ESTIMATORS]
+    if unknown:
+        raise StudyError(f"unknown {what} {', '.join(map(repr, unknown))}; choose among {', '.join(ESTIMATORS)} (or 'all', 'none')")
+    return tuple(e for e in ESTIMATORS if e in spec)
+
+
+def _parse_drop(spec) -> tuple[int, ...]:
+    if spec is None:
+        return ()
+    if isinstance(spec, str):
+        spec = spec.strip().lower()
+        if spec in ("", "none"):
+            return ()
+        try:
+            spec = [int(s) for s in spec.split(",") if s.strip()]
+        except ValueError:
+            raise StudyError(f"positions to drop must be comma-separated integers or 'none', got {spec!r}") from None
+    if isinstance(spec, int):
+        spec = [spec]
+    out = []
+    for p in spec:
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0:
+            raise StudyError(f"positions to drop must be integers >= 0 (0 is the first token), got {p!r}")
+        out.append(int(p))
+    return tuple(sorted(set(out)))
+
+
+def _model_slug(source: str) -> str:
+    p = Path(source)
+    name = p.stem if (p.suffix == ".safetensors" and p.stem != "model") else (p.parent.name if p.suffix else p.name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name or "model").strip("._-") or "model"
+
+
+def _load_model(source, dtype: str):
+    if dtype not in ("float32", "float64"):
+        raise StudyError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    try:
+        weights, config_file = resolve_model_files(source)
+        model = gpt2np.load_model(source, dtype=dtype)
+    except (gpt2np.ModelNotFoundError, gpt2np.WeightsError, gpt2np.ConfigError, OSError, ValueError) as err:
+        raise StudyError(f"cannot load the model {str(source)!r}: {err}") from None
+    info = {
+        "source": str(source),
+        "weights_file": str(Path(weights).resolve()),
+        "weights_sha256": mf.sha256_file(weights),
+        "config_file": str(Path(config_file).resolve()) if config_file else None,
+        "config": {k: getattr(model.cfg, k) for k in model.cfg.__dataclass_fields__},
+        "dtype": dtype,
+        "known_checkpoint": str(source) in gpt2np.hub.HUB_ALIASES or str(source) in gpt2np.hub.HUB_ALIASES.values(),
+    }
+    return model, info
+
+
+def _load_tokenizer(source):
+    try:
+        tok = gpt2np.load_tokenizer(source)
+    except (gpt2np.ModelNotFoundError, OSError, ValueError) as err:
+        raise StudyError(
+            f"cannot load a tokenizer from {str(source)!r}: {err}. Pass --tokenizer with a folder "
+            "holding tokenizer.json (or vocab.json + merges.txt), or a Hub name such as gpt2"
+        ) from None
+    return tok, {"source": str(source), "vocab_size": tok.vocab_size}
+
+
+def _prepare_out(out: Path, fingerprint: dict) -> None:
+    """Create the run folder (or accept the folder of the same study, to resume)."""
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"the output path {out} exists and is not a folder")
+    man = out / MANIFEST
+    if out.is_dir() and man.is_file():
+        try:
+            old = read_json(man).get("fingerprint", {})
+        except (OSError, ValueError) as err:
+            raise StudyError(f"{man} cannot be read ({err}); pass another --out") from None
+        diff = mf.differences(old, fingerprint)
+        if diff:
+            raise StudyError(
+                f"the output folder {out} holds a run of a different study (differences in: "
+                f"{', '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}); pass another --out or delete it"
+            )
+    elif out.is_dir() and any(out.iterdir()):
+        raise StudyError(f"the output folder {out} is not empty and holds no {MANIFEST}: it is not a study run; pass another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise StudyError(f"cannot write to the output folder {out}: {err.strerror or err}") from None
+
+
+def prepare_study(
+    model: str | Path = "gpt2",
+    corpus: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    tokenizer: str | Path | None = None,
+    sites=None,
+    estimators=None,
+    pooled_estimators=None,
+    drop_positions=(0,),
+    dtype: str = "float32",
+    lens_positions: int | None = DEFAULT_LENS_POSITIONS,
+    top_k: int = 10,
+    focus: str | None = None,
+    attention_block: int | None = None,
+    scatter_site: str | None = None,
+    plots: bool = True,
+    report: bool = True,
+    progress: bool = True,
+    runs_dir: str | Path = DEFAULT_RUNS_DIR,
+    settings: EstimatorSettings | None = None,
+) -> StudyPlan:
+    """Validate every input and load the model, tokenizer and corpus; no output is written
+    except the (empty) run folder. Raises StudyError on any problem. See run_study."""
+    timer = StageTimer()
+    with timer("validate inputs + load model"):
+        corp = load_corpus(corpus)
+        chosen_est = _parse_estimators(estimators, "estimator")
+        pooled_est = chosen_est if pooled_estimators is None else _parse_estimators(pooled_estimators, "pooled estimator")
+        drop = _parse_drop(drop_positions)
+        if lens_positions is not None and (isinstance(lens_positions, bool) or not isinstance(lens_positions, (int, np.integer)) or lens_positions < 0):
+            raise StudyError(f"lens_positions must be an integer >= 0 (0: no all-positions summary) or None (all), got {lens_positions!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 100:
+            raise StudyError(f"top_k must be an integer between 1 and 100, got {top_k!r}")
+        base = settings or EstimatorSettings()
+        settings_ = EstimatorSettings(chosen_est, base.twonn_discard_fraction, base.mle_k, base.gride_range_max, base.pca_levels)
+        pooled_settings = EstimatorSettings(pooled_est, base.twonn_discard_fraction, base.mle_k, base.gride_range_max, base.pca_levels)
+
+        mdl, model_info = _load_model(model, dtype)
+        cfg = mdl.cfg
+        tok, tok_info = _load_tokenizer(tokenizer if tokenizer is not None else model)
+        if tok.vocab_size > cfg.d_vocab:
+            raise StudyError(
+                f"the tokenizer has {tok.vocab_size} tokens but the model only {cfg.d_vocab}: they do not belong together"
+            )
+        site_list = resolve_sites(sites, cfg)
+        ids = tokenize_corpus(corp, tok, cfg.n_ctx)
+        kept, short = [], []
+        for p, t in zip(corp, ids):
+            k = np.array([i for i in range(t.size) if i not in drop], dtype=np.int64)
+            if k.size < MIN_POINTS:
+                short.append(f"{p.id}: {t.size} tokens, {k.size} left after dropping positions {list(drop)}")
+            kept.append(k)
+        if short:
+            raise StudyError(f"every prompt needs at least {MIN_POINTS} tokens to analyse:\n  " + "\n  ".join(short))
+
+        focus_prompt = corp.by_id(focus) if focus is not None else corp[0]
+        if attention_block is None:
+            attention_block = cfg.n_layer // 2
+        if isinstance(attention_block, bool) or not isinstance(attention_block, (int, np.integer)) or not 0 <= attention_block < cfg.n_layer:
+            raise StudyError(f"attention_block must be a block index in 0..{cfg.n_layer - 1}, got {attention_block!r}")
+        names = [s.name for s in site_list]
+        if scatter_site is None:
+            default = f"blocks.{cfg.n_layer // 2}.hook_resid_post"
+            scatter_site = default if default in names else names[-1]
+        elif scatter_site not in names:
+            raise StudyError(f"the scatter site {scatter_site!r} is not among the analysed sites; add it to the sites or pick one of them")
+
+        fingerprint = {
+            "format": mf.FORMAT_VERSION,
+            "model_sha256": model_info["weights_sha256"],
+            "model_config": model_info["config"],
+            "dtype": dtype,
+            "corpus_sha256": corp.sha256(),
+            "token_ids_sha256": mf.sha256_token_ids(ids),
+            "sites": names,
+            "estimators": settings_.as_dict(),
+            "pooled_estimators": list(pooled_settings.estimators),
+            "drop_positions": list(drop),
+            "lens_positions": lens_positions,
+            "top_k": int(top_k),
+            "focus": focus_prompt.id,
+            "attention_block": int(attention_block),
+            "scatter_site": scatter_site,
+        }
+        if out is None:
+            out = Path(runs_dir) / f"{_model_slug(str(model))}-{corp.name}-{mf.fingerprint_hash(fingerprint)[:10]}"
+        out = Path(out).expanduser()
+        _prepare_out(out, fingerprint)
+
+    return StudyPlan(
+        model=mdl, tokenizer=tok, corpus=corp, token_ids=ids, kept=kept, sites=site_list,
+        lens_sites=lens_site_names(cfg), settings=settings_, pooled_settings=pooled_settings,
+        drop_positions=drop, dtype=dtype, lens_positions=None if lens_positions is None else int(lens_positions),
+        top_k=int(top_k), focus=focus_prompt, attention_block=int(attention_block), scatter_site=scatter_site,
+        out=out, make_plots=plots, make_report=report, model_info=model_info, tokenizer_info=tok_info,
+        fingerprint=fingerprint, progress=progress, timer=timer,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Per prompt
+# --------------------------------------------------------------------------------------------
+
+def _analyse_prompt(plan: StudyPlan, i: int, bar: Progress) -> None:
+    prompt, ids, kept = plan.corpus[i], plan.token_ids[i], plan.kept[i]
+    timer = plan.timer
+    site_names = [s.name for s in plan.sites]
+    extra = [pattern_name(plan.attention_block)] if prompt.id == plan.focus.id else []
+    bar.stage(f"{prompt.id}: forward pass")
+    with timer("forward pass"):
+        logits, cache = plan.model.run_with_cache(ids, names=sorted(set(site_names) | set(plan.lens_sites) | set(extra)))
+    bar.stage(f"{prompt.id}: saving activations")
+    with timer("save activations"):
+        tensors = {n: cache[n] for n in site_names + extra}
+        save_activations(plan.act_path(prompt.id), tensors, ids, {"prompt_id": prompt.id, "format": "geostudy-activations-1"})
+
+    rows, spectra, skipped = [], {}, []
+    bar.stage(f"{prompt.id}: geometry and ID")
+    for site in plan.sites:
+        X = as_cloud(cache[site.name])[kept]  # as saved: the model's dtype
+        est = analyse_cloud(X, plan.settings, timer=timer, prefix="per-prompt ")
+        rows += [[site.name, X.shape[0], q, p, v, e] for q, p, v, e in est.items]
+        if est.spectrum is not None:
+            spectra[site.name] = [est.spectrum.tolist(), est.explained.tolist()]
+        skipped += [[site.name, name, reason] for name, reason in est.skipped]
+
+    bar.stage(f"{prompt.id}: logit lens")
+    with timer("logit lens"):
+        lens = lens_for_prompt(plan.model, cache, logits, plan.lens_sites, kept, plan.lens_positions, plan.top_k)
+    del cache, logits
+    tokens = plan.tokenizer.token_strings(ids)
+    top = []
+    for site, stats in list(zip(lens["sites"], lens["last"])) + [(FINAL_SITE, lens["final"])]:
+        rows += [
+            [site, 1, "lens_entropy", None, stats["entropy"], None],
+            [site, 1, "lens_kl_to_final", None, stats["kl_to_final"], None],
+            [site, 1, "lens_cosine_to_final", None, stats["cosine_to_final"], None],
+            [site, 1, "lens_final_top_rank", None, stats["final_top_rank"], None],
+            [site, 1, "lens_top1_prob", None, stats["top1_prob"], None],
+        ]
+        top += [[site, r + 1, tid, plan.tokenizer.token_strings([tid])[0], pr]
+                for r, (tid, pr) in enumerate(zip(stats["top_ids"], stats["top_probs"]))]
+    for site, (kl_sum, agree, n) in lens["all_positions"].items():
+        rows += [
+            [site, n, "lens_mean_kl_all_positions", None, kl_sum / n, None],
+            [site, n, "lens_top1_agreement_all_positions", None, agree / n, None],
+        ]
+    result = {
+        "prompt_id": prompt.id,
+        "n_tokens": int(ids.size),
+        "n_points": int(kept.size),
+        "tokens": tokens,
+        "rows": rows,
+        "spectra": spectra,
+        "skipped": skipped,
+        "top_tokens": top,
+        "lens_tracked": {"ids": lens["final"]["top_ids"], "probs": lens["tracked_probs"]},
+        "lens_all_positions": lens["all_positions"],
+        "lens_positions": lens["positions"],
+    }
+    atomic_write_json(plan.result_path(prompt.id), result)
+    atomic_write_json(plan.marker_path(prompt.id), {"prompt_id": prompt.id, "n_tokens": int(ids.size)})
+
+
+# --------------------------------------------------------------------------------------------
+# Pooled corpus
+# --------------------------------------------------------------------------------------------
+
+def load_pooled_cloud(plan: StudyPlan, site: str) -> tuple[np.ndarray, float]:
+    """All kept tokens of all prompts at one site, in corpus order, as saved; and the mean over
+    those tokens of the cosine to their own prompt's last kept token."""
+    clouds, cos_sum, cos_n = [], 0.0, 0
+    for p, kept in zip(plan.corpus, plan.kept):
+        X = load_cloud(plan.act_path(p.id), site, kept)
+        s, n = cosine_to_last_sum(X)
+        cos_sum += s
+        cos_n += n
+        clouds.append(X)
+    return np.concatenate(clouds), cos_sum / cos_n
+
+
+def _analyse_pooled_site(plan: StudyPlan, site: Site) -> None:
+    with plan.timer("pooled: load activations"):
+        X, cos_last = load_pooled_cloud(plan, site.name)
+    est = analyse_cloud(X, plan.pooled_settings, cosine_to_last=cos_last, timer=plan.timer, prefix="pooled ")
+    result = {
+        "site": site.name,
+        "n_points": int(X.shape[0]),
+        "rows": [[q, p, v, e] for q, p, v, e in est.items],
+        "spectrum": None if est.spectrum is None else [est.spectrum.tolist(), est.explained.tolist()],
+        "skipped": [[name, reason] for name, reason in est.skipped],
+    }
+    atomic_write_json(plan.pooled_path(site.name), result)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+def site_columns(name: str, cfg, cache: dict) -> tuple:
+    """(site_label, block, sublayer, depth) of a site name, including the lens' 'logits'."""
+    if name not in cache:
+        if name == FINAL_SITE:
+            cache[name] = ("model output (final next-token distribution)", cfg.n_layer, FINAL_SITE, len(gpt2np.hook_names(cfg)))
+        else:
+            s = site_info(name, cfg)
+            cache[name] = (s.label, s.block, s.sublayer, s.depth)
+    return cache[name]
+
+
+def assemble_tables(plan: StudyPlan) -> dict[str, list]:
+    """Build every table from the per-prompt and pooled files, in corpus and depth order."""
+    cfg, info = plan.cfg, {}
+    results, top, spectra, skipped, prompts = [], [], [], [], []
+    pooled_lens: dict[str, list] = {}
+    for p, ids in zip(plan.corpus, plan.token_ids):
+        r = read_json(plan.result_path(p.id))
+        head = [p.id, p.genre, p.topic]
+        for site, n, q, param, v, e in r["rows"]:
+            results.append(head + [site, *site_columns(site, cfg, info), n, q, param, v, e])
+        for site, rank, tid, tok, prob in r["top_tokens"]:
+            top.append(head + [site, *site_columns(site, cfg, info), rank, tid, tok, prob])
+        for site in plan.sites:
+            if site.name in r["spectra"]:
+                ev, ratio = r["spectra"][site.name]
+                spectra += [[p.id, site.name, c + 1, a, b] for c, (a, b) in enumerate(zip(ev, ratio))]
+        skipped += [[p.id, *s] for s in r["skipped"]]
+        prompts.append([p.id, p.genre, p.topic, r["n_tokens"], r["n_points"], len(p.text.split())])
+        for site, (kl_sum, agree, n) in r["lens_all_positions"].items():
+            acc = pooled_lens.setdefault(site, [0.0, 0, 0])
+            acc[0] += kl_sum
+            acc[1] += agree
+            acc[2] += n
+    head = [POOLED_ID, "all", "all"]
+    for site in plan.sites:
+        r = read_json(plan.pooled_path(site.name))
+        for q, param, v, e in r["rows"]:
+            results.append(head + [site.name, *site_columns(site.name, cfg, info), r["n_points"], q, param, v, e])
+        if r["spectrum"] is not None:
+            ev, ratio = r["spectrum"]
+            spectra += [[POOLED_ID, site.name, c + 1, a, b] for c, (a, b) in enumerate(zip(ev, ratio))]
+        skipped += [[POOLED_ID, site.name, *s] for s in r["skipped"]]
+    for site in plan.lens_sites:
+        if site in pooled_lens:
+            kl_sum, agree, n = pooled_lens[site]
+            cols = site_columns(site, cfg, info)
+            results.append(head + [site, *cols, n, "lens_mean_kl_all_positions", None, kl_sum / n, None])
+            results.append(head + [site, *cols, n, "lens_top1_agreement_all_positions", None, agree / n, None])
+    sites = [[s.name, s.label, s.short, s.block, s.sublayer, s.depth, site_width(s, cfg)] for s in plan.sites]
+    return {"results": results, "lens_top_tokens": top, "spectra": spectra, "skipped": skipped,
+            "prompts": prompts, "sites": sites}
+
+
+TABLE_COLUMNS = {
+    "results": RESULT_COLUMNS, "lens_top_tokens": TOP_TOKEN_COLUMNS, "spectra": SPECTRUM_COLUMNS,
+    "skipped": SKIPPED_COLUMNS, "prompts": PROMPT_COLUMNS, "sites": SITE_COLUMNS,
+}
+
+
+def write_tables(plan: StudyPlan, tables: dict[str, list]) -> list[Path]:
+    paths = []
+    for name, rows in tables.items():
+        paths += write_table(plan.out / TABLE_DIR, name, TABLE_COLUMNS[name], rows)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# The whole study
+# --------------------------------------------------------------------------------------------
+
+def _write_manifest(plan: StudyPlan, **extra) -> None:
+    path = plan.out / MANIFEST
+    old = read_json(path) if path.is_file() else {}
+    man = {
+        "geostudy_format": mf.FORMAT_VERSION,
+        "created": old.get("created", mf.now()),
+        "versions": mf.versions(),
+        "model": plan.model_info,
+        "tokenizer": plan.tokenizer_info,
+        "corpus": {
+            "source": plan.corpus.source,
+            "name": plan.corpus.name,
+            "sha256": plan.corpus.sha256(),
+            "n_prompts": len(plan.corpus),
+            "n_tokens": int(sum(t.size for t in plan.token_ids)),
+            "n_points": int(sum(k.size for k in plan.kept)),
+            "token_ids_sha256": plan.fingerprint["token_ids_sha256"],
+        },
+        "options": {
+            "sites": [s.name for s in plan.sites],
+            "lens_sites": plan.lens_sites,
+            "estimators": plan.settings.as_dict(),
+            "pooled_estimators": list(plan.pooled_settings.estimators),
+            "drop_positions": list(plan.drop_positions),
+            "dtype": plan.dtype,
+            "lens_positions": plan.lens_positions,
+            "top_k": plan.top_k,
+            "focus": plan.focus.id,
+            "attention_block": plan.attention_block,
+            "scatter_site": plan.scatter_site,
+            "plots": plan.make_plots,
+            "report": plan.make_report,
+        },
+        "fingerprint": plan.fingerprint,
+        "fingerprint_sha256": mf.fingerprint_hash(plan.fingerprint),
+        "sessions": old.get("sessions", []),
+    }
+    man.update(extra)
+    atomic_write_json(path, man, indent=2)
+
+
+def execute(plan: StudyPlan) -> Path:
+    """Run a prepared study (resuming whatever the run folder already holds)."""
+    out, timer = plan.out, plan.timer
+    for sub in (ACT_DIR, PROMPT_DIR, POOLED_DIR):
+        (out / sub).mkdir(exist_ok=True)
+    remove_stale_temporaries(out)
+    session = {"started": mf.now(), "prompts_already_done": 0}
+    done_before = [p.id for p in plan.corpus if plan.marker_path(p.id).is_file()]
+    session["prompts_already_done"] = len(done_before)
+    _write_manifest(plan, status="running")
+    man = read_json(out / MANIFEST)
+    man["sessions"].append(session)
+    atomic_write_json(out / MANIFEST, man, indent=2)
+
+    bar = Progress(len(plan.corpus), "prompts", enabled=plan.progress)
+    for i, p in enumerate(plan.corpus):
+        if plan.marker_path(p.id).is_file():
+            bar.advance(note=f"{p.id}: done earlier")
+            continue
+        _analyse_prompt(plan, i, bar)
+        bar.advance(note=f"{p.id}: done")
+    bar.close()
+
+    bar = Progress(len(plan.sites), "pooled corpus, sites", enabled=plan.progress)
+    for site in plan.sites:
+        if not plan.pooled_path(site.name).is_file():
+            bar.stage(f"{site.name}")
+            _analyse_pooled_site(plan, site)
+        bar.advance(note=site.name)
+    bar.close()
+
+    with timer("tables"):
+        tables = assemble_tables(plan)
+        write_tables(plan, tables)
+    figures = {}
+    if plan.make_plots:
+        from .plots import make_plots
+
+        bar = Progress(1, "plots", enabled=plan.progress)
+        bar.stage("drawing")
+        with timer("plots"):
+            figures = make_plots(plan, tables, out / PLOT_DIR)
+        bar.advance(note=f"{len(figures)} files")
+        bar.close()
+    if plan.make_report:
+        from .report import write_report
+
+        with timer("report"):
+            write_report(plan, tables, figures, out / REPORT)
+    atomic_write_json(out / TIMINGS, {k: round(v, 3) for k, v in timer.seconds.items()}, indent=2)
+    man = read_json(out / MANIFEST)
+    man["status"] = "complete"
+    man["sessions"][-1]["finished"] = mf.now()
+    man["sessions"][-1]["seconds"] = {k: round(v, 3) for k, v in timer.seconds.items()}
+    atomic_write_json(out / MANIFEST, man, indent=2)
+    return out
+
+
+def run_study(
+    model: str | Path = "gpt2",
+    corpus: str | Path | None = None,
+    out: str | Path | None = None,
+    **options,
+) -> Path:
+    """Run the whole geometry study and return the run folder.
+
+    model: a Hub name ("gpt2"), a local folder (model.safetensors + config.json) or a
+        .safetensors file. corpus: None (the shipped corpus), a .json/.jsonl file or a folder of
+        .txt files. out: the run folder (default: runs/<model>-<corpus>-<hash of the options>;
+        the same study started again resumes there).
+    Options (keyword only): tokenizer (default: from `model`), sites ("default", "all", or names
+    and glob patterns), estimators and pooled_estimators (subsets of twonn, mle, gride, pca;
+    default all), drop_positions (default (0,): GPT-2's first position is an outlier),
+    dtype ("float32"), lens_positions (positions per prompt for the all-positions logit-lens
+    summary, default 32; None = all), top_k (10), focus (prompt id for the single-prompt figures;
+    default the first prompt), attention_block (default n_layer // 2), scatter_site (default
+    the middle block's output), plots, report, progress (True), runs_dir ("runs").
+    Raises StudyError, before any work, on bad input.
+    """
+    plan = prepare_study(model, corpus, out, **options)
+    return execute(plan)

@@ -1,0 +1,73 @@
+"""The three (T, T) steps of causal attention, done without the wasted half.
+
+A query at position t sees only keys 0..t, so the upper triangle of every (T, T) head is known in
+advance (scores −inf, pattern 0). Each head is processed in blocks of `ROWS` queries, each
+against only the keys up to the block's last row; the rest of the block is filled, not computed.
+At T = 1024 that skips 3/8 of the products and of the softmax, and keeps every block small enough
+to stay in the CPU cache between its steps. The results equal the whole-array computation up to
+the rounding of a sum taken in another order (the skipped terms are exact zeros).
+
+`full=True` computes every entry: needed when a hook has edited the scores or the pattern, since
+the edit may have put something into the upper triangle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import softmax
+from .threads import for_each
+
+ROWS = 256
+
+
+def _row_blocks(t: int):
+    for r0 in range(0, t, ROWS):
+        yield r0, min(r0 + ROWS, t)
+
+
+def scores(q: np.ndarray, k: np.ndarray, scale: float, mask: np.ndarray) -> np.ndarray:
+    """(q·kᵀ)·scale + mask: (B, H, T, E) x2 -> (B, H, T, T). `mask` is additive and causal:
+    (T, T), or (B, 1, T, T) when padded keys are hidden as well."""
+    b, h, t, _ = q.shape
+    out = np.empty((b, h, t, t), dtype=q.dtype)
+    scale = q.dtype.type(scale)
+    for i, j in np.ndindex(b, h):  # sequential: each product already uses every core (BLAS)
+        head_mask = mask if mask.ndim == 2 else mask[i, 0]
+        for r0, r1 in _row_blocks(t):
+            block = out[i, j, r0:r1, :r1]
+            np.matmul(q[i, j, r0:r1], k[i, j, :r1].T, out=block)
+            block *= scale
+            block += head_mask[r0:r1, :r1]
+            out[i, j, r0:r1, r1:] = -np.inf
+    return out
+
+
+def pattern(scores: np.ndarray, out: np.ndarray | None = None, full: bool = False) -> np.ndarray:
+    """Softmax over the keys; `out=scores` overwrites the scores. Heads run on parallel threads
+    (element-wise NumPy is single-threaded)."""
+    out = np.empty_like(scores) if out is None else out
+    t = scores.shape[-1]
+
+    def one_head(ij):
+        if full:
+            softmax(scores[ij], out=out[ij])
+            return
+        for r0, r1 in _row_blocks(t):
+            softmax(scores[ij][r0:r1, :r1], out=out[ij][r0:r1, :r1])
+            out[ij][r0:r1, r1:] = 0.0
+
+    for_each(one_head, np.ndindex(scores.shape[:2]))
+    return out
+
+
+def weighted_values(pattern: np.ndarray, v: np.ndarray, full: bool = False) -> np.ndarray:
+    """pattern @ v: (B, H, T, T) x (B, H, T, E) -> (B, H, T, E)."""
+    if full:
+        return pattern @ v
+    b, h, t, e = v.shape
+    z = np.empty_like(v)
+    for i, j in np.ndindex(b, h):
+        for r0, r1 in _row_blocks(t):
+            np.matmul(pattern[i, j, r0:r1, :r1], v[i, j, :r1], out=z[i, j, r0:r1])
+    return z

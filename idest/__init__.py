@@ -1,0 +1,60 @@
+"""idest: fast, exact intrinsic-dimension estimators for point clouds (N, D).
+
+Numbers agree with scikit-dimension 0.5 and DADApy on the same data; neighbours come
+from an exact engine built on float32 BLAS products (see ``idest.neighbors``).
+
+    import idest
+    idest.twonn(X).dimension            # TwoNN (DADApy compute_id_2NN / skdim TwoNN)
+    idest.mle(X, k=20).local            # Levina-Bickel, per point and combined
+    idest.pca(X, variance=[0.75, 0.9])  # global PCA counts, spectrum, participation ratio
+    idest.gride(X).dimensions           # multiscale GRIDE (DADApy return_id_scaling_gride)
+
+Input handling, for every function: X must be 2-D (n_points, n_features), finite;
+float32 and float64 are used as given, float16 is widened to float32 and integers to
+float64 (exactly); bool, complex and non-numeric data are refused. Duplicated points
+(distance 0) are dropped by default for the neighbour-based estimators, keeping the first
+copy, and counted in ``n_duplicates``; ``on_duplicates="raise"`` refuses them instead.
+Errors are ValueError/TypeError saying what was wrong and how to fix it.
+"""
+
+from .estimators import GRIDE, MLE, PCA, LocalPCA, TwoNN
+from .gride import gride
+from .mle import mle
+from .neighbors import knn
+from .pca import local_pca, n_components_for_variance, pca, spectrum
+from .pca_rules import RULES as PCA_RULES
+from .pca_rules import pca_rule
+from .results import (
+    GrideResult,
+    LocalPCAResult,
+    MLEResult,
+    PCAResult,
+    TwoNNResult,
+    TwoNNScalingResult,
+)
+from .twonn import twonn, twonn_scaling
+
+__all__ = [
+    "twonn",
+    "twonn_scaling",
+    "mle",
+    "pca",
+    "local_pca",
+    "gride",
+    "knn",
+    "spectrum",
+    "n_components_for_variance",
+    "pca_rule",
+    "PCA_RULES",
+    "TwoNNResult",
+    "TwoNNScalingResult",
+    "MLEResult",
+    "PCAResult",
+    "LocalPCAResult",
+    "GrideResult",
+    "TwoNN",
+    "MLE",
+    "PCA",
+    "LocalPCA",
+    "GRIDE",
+]

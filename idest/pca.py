@@ -1,0 +1,163 @@
+"""PCA-based dimension: global spectrum and variance thresholds, and local PCA rules.
+
+Eigenvalues are those of the centred covariance with ddof=1 (scikit-learn's
+``explained_variance_``), min(N, D) of them, descending. They come from the D x D
+covariance when N >= D and from the N x N Gram matrix otherwise (same nonzero
+eigenvalues, cheaper). Eigenvalues below max(N, D) * eps * largest are rounding noise and
+set to exactly 0, so rules that divide by eigenvalues (maxgap, Fan) see clean zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._neighborhoods import neighborhoods
+from ._validate import as_points, check_choice, check_int, power_of_two_scale
+from .pca_rules import apply_rule, check_rule
+from .results import LocalPCAResult, PCAResult
+
+_CHUNK_BYTES = 64 * 2**20
+
+
+def _clean(ev: np.ndarray, n: int, d: int) -> np.ndarray:
+    """Descending eigenvalues with rounding noise (incl. tiny negatives) set to 0."""
+    ev = ev[..., ::-1]
+    tol = ev[..., :1] * (max(n, d) * np.finfo(np.float64).eps)
+    return np.where(ev > tol, ev, 0.0)
+
+
+def spectrum(X) -> np.ndarray:
+    """Covariance eigenvalues (ddof=1) of X (N, D), descending, length min(N, D)."""
+    points = as_points(X)
+    return _spectrum(points.X, points.max_abs)
+
+
+def _spectrum(X: np.ndarray, max_abs: float) -> np.ndarray:
+    n, d = X.shape
+    if n < 2:
+        raise ValueError(f"PCA needs at least 2 points; X has {n}.")
+    scale = power_of_two_scale(max_abs)  # exact; keeps sums of squares in range
+    mean = np.zeros(d)
+    rows = max(1, _CHUNK_BYTES // (8 * d))
+    for a in range(0, n, rows):
+        mean += (scale * X[a : a + rows].astype(np.float64)).sum(axis=0)
+    mean /= n
+    if n >= d:
+        cov = np.zeros((d, d))
+        for a in range(0, n, rows):
+            chunk = scale * X[a : a + rows].astype(np.float64) - mean
+            cov += chunk.T @ chunk  # A.T @ A: BLAS syrk
+        ev = np.linalg.eigvalsh(cov / (n - 1))
+    else:
+        centred = scale * X.astype(np.float64) - mean
+        ev = np.linalg.eigvalsh(centred @ centred.T / (n - 1))
+    ev = _clean(ev, n, d) / (scale * scale)
+    if ev[0] == 0.0:
+        raise ValueError(
+            "X has zero variance (all points are identical): PCA has no direction to count."
+        )
+    return ev
+
+
+def n_components_for_variance(spectrum, levels) -> np.ndarray:
+    """Components needed to explain each fraction in ``levels`` of the total variance:
+    the first n whose cumulative explained-variance ratio exceeds the level (scikit-learn's
+    rule for PCA(n_components=level)), at most len(spectrum)."""
+    ev = np.asarray(spectrum, dtype=np.float64)
+    levels_arr = _check_levels(levels)
+    cumulative = np.cumsum(ev / ev.sum())
+    return np.minimum(np.searchsorted(cumulative, levels_arr, side="right") + 1, ev.size)
+
+
+def _check_levels(levels) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(levels, dtype=np.float64))
+    if values.ndim != 1 or values.size == 0 or not np.all((values > 0) & (values <= 1)):
+        raise ValueError(f"variance level(s) must lie in (0, 1]; got {levels!r}.")
+    return values
+
+
+def pca(X, variance: float | Sequence[float] = 0.9) -> PCAResult:
+    """Global PCA dimension of X (N, D).
+
+    ``variance`` is one fraction or several (e.g. [0.75, 0.8, 0.85, 0.9, 0.95]); all are
+    read off one eigen-decomposition. ``.dimension`` is the count for the first level,
+    ``.dimensions`` the counts for all. Duplicated points are kept (they carry variance).
+    """
+    levels = _check_levels(variance)
+    points = as_points(X)
+    ev = _spectrum(points.X, points.max_abs)
+    dims = n_components_for_variance(ev, levels)
+    return PCAResult(
+        dimension=int(dims[0]),
+        dimensions=dims,
+        variance_levels=tuple(float(v) for v in levels),
+        spectrum=ev,
+        explained_variance_ratio=ev / ev.sum(),
+        participation_ratio=float(ev.sum() ** 2 / np.sum(ev * ev)),
+        n_points=points.X.shape[0],
+        n_features=points.X.shape[1],
+    )
+
+
+def _local_spectra(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Spectrum of each point's neighbourhood points[indices[i]] (k points), in batches."""
+    n, k = indices.shape
+    d = points.shape[1]
+    m = min(k, d)
+    out = np.empty((n, m))
+    batch = max(1, _CHUNK_BYTES // (8 * k * d))
+    for a in range(0, n, batch):
+        hood = points[indices[a : a + batch]].astype(np.float64)  # (b, k, D)
+        hood -= hood.mean(axis=1, keepdims=True)
+        if k <= d:
+            gram = hood @ hood.transpose(0, 2, 1)
+        else:
+            gram = hood.transpose(0, 2, 1) @ hood
+        ev = np.linalg.eigvalsh(gram / (k - 1))
+        out[a : a + batch] = _clean(ev, k, d)
+    return out
+
+
+def local_pca(
+    X,
+    k: int = 100,
+    rule: str = "FO",
+    *,
+    comb: str = "mean",
+    metric: str = "euclidean",
+    on_duplicates: str = "drop",
+    **rule_params,
+) -> LocalPCAResult:
+    """PCA rule on each point's k nearest neighbours (skdim ``lPCA(ver=rule).fit_pw(X,
+    n_neighbors=k)``): per-point values in ``.local``, combined by ``comb`` ("mean" or
+    "median") in ``.dimension``.
+
+    rule : "FO", "Fan", "maxgap", "ratio", "Kaiser", "broken_stick" or
+        "participation_ratio"; parameters alpha_fo, alpha_fan, beta_fan, p_fan, alpha_ratio
+        (skdim's alphaFO, alphaFan, betaFan, PFan, alphaRatio) as keyword arguments.
+    Needs k >= 2 and k + 1 distinct points.
+    """
+    check_rule(rule)
+    comb = check_choice("comb", comb, ("mean", "median"))
+    k = check_int("k", k, minimum=2)
+    nb_ = neighborhoods(X, k, metric=metric, on_duplicates=on_duplicates, min_points=k + 1, method="local PCA")
+    spectra = _local_spectra(nb_.points, nb_.indices)
+    if np.any(spectra[:, 0] == 0.0):
+        raise ValueError("A neighbourhood has zero variance; local PCA is undefined there.")
+    local = apply_rule(spectra, rule, **rule_params)
+    centre = float(np.mean(local) if comb == "mean" else np.median(local))
+    spread = float(np.std(local, ddof=1) / np.sqrt(local.size)) if local.size > 1 else float("nan")
+    return LocalPCAResult(
+        dimension=centre,
+        error=spread * (1.2533 if comb == "median" else 1.0),
+        local=local,
+        rule=rule,
+        k=k,
+        comb=comb,
+        n_points=local.size,
+        n_duplicates=nb_.n_duplicates,
+        metric=nb_.metric,
+        point_index=nb_.point_index,
+    )

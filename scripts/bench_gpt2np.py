@@ -1,0 +1,151 @@
+"""Benchmark gpt2np's forward pass against transformers (eager attention), with peak memory.
+
+    python scripts/bench_gpt2np.py                 # GPT-2-small-shaped random weights, T = 64, 256, 1024
+    python scripts/bench_gpt2np.py --model DIR     # any local GPT-2 folder (e.g. the real weights)
+
+Speed: in one process, alternating transformers (output_hidden_states + output_attentions),
+gpt2np's full trace (run_with_cache, every tensor) and gpt2np's residual stream only
+("*hook_resid*"), each repeated, median time and the ratio to transformers.
+Memory: each configuration in a fresh subprocess: RSS before loading, after loading (every weight
+read once by the finiteness check, so the mapped file is resident), and the peak of one run
+(ru_maxrss). Working space = peak − loaded − (cache + logits kept).
+Targets (issue 2): full trace at T=1024 ratio <= 1.0; working space <= 0.3 GB; loading adds
+<= 1.1x the weights file. Needs the test requirements (torch, transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESID_ONLY = "*hook_resid*"
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def build_random_gpt2_small(folder: Path) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(bos_token_id=50256, eos_token_id=50256)
+    GPT2LMHeadModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def memory_probe(mode: str, t: int, model_dir: str) -> dict:
+    """Run in a fresh interpreter: what one forward pass costs in resident memory."""
+    ids = np.random.default_rng(0).integers(0, 50257, size=t)
+    if mode == "transformers":
+        import torch
+        from transformers import GPT2LMHeadModel
+
+        before = current_rss()
+        model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+        loaded = current_rss()
+        with torch.no_grad():
+            out = model(torch.as_tensor(ids)[None], output_hidden_states=True, output_attentions=True)
+        kept = sum(x.numel() * 4 for x in (out.logits, *out.hidden_states, *out.attentions))
+    else:
+        import gpt2np
+
+        before = current_rss()
+        model = gpt2np.load_model(model_dir)
+        loaded = current_rss()
+        logits, cache = model.run_with_cache(ids, names=None if mode == "full" else RESID_ONLY)
+        kept = cache.nbytes + logits.nbytes
+    weights = (Path(model_dir) / "model.safetensors").stat().st_size
+    return dict(before=before, loaded=loaded, peak=peak_rss(), kept=kept, weights=weights)
+
+
+def run_probe(mode: str, t: int, model_dir: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--probe", mode, str(t), "--model", str(model_dir)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_speed(model_dir: Path, lengths: list[int], reps: int) -> dict:
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    import gpt2np
+
+    ours = gpt2np.load_model(model_dir)
+    theirs = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    runs = {
+        "transformers": lambda ids: theirs(torch.as_tensor(ids)[None], output_hidden_states=True, output_attentions=True),
+        "full": lambda ids: ours.run_with_cache(ids),
+        "resid": lambda ids: ours.run_with_cache(ids, names=RESID_ONLY),
+    }
+    results = {}
+    with torch.no_grad():
+        for t in lengths:
+            ids = np.random.default_rng(t).integers(0, 50257, size=t)
+            times = {name: [] for name in runs}
+            for name, fn in runs.items():  # warm-up: page in weights, first allocations
+                fn(ids)
+            for _ in range(reps):
+                for name, fn in runs.items():
+                    start = time.perf_counter()
+                    out = fn(ids)
+                    times[name].append(time.perf_counter() - start)
+                    del out
+            results[t] = {name: statistics.median(ts) for name, ts in times.items()}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a local GPT-2 folder (model.safetensors + config.json); default: random GPT-2 small")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--probe", nargs=2, metavar=("MODE", "T"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.probe:
+        print(json.dumps(memory_probe(args.probe[0], int(args.probe[1]), args.model)))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(args.model) if args.model else build_random_gpt2_small(Path(tmp) / "gpt2-random")
+        print(f"model: {model_dir}   reps: {args.reps} (median)   numpy {np.__version__}")
+        speed = time_speed(model_dir, args.lengths, args.reps)
+        print("\n| T | transformers (s) | gpt2np full (s) | ratio | gpt2np resid only (s) | ratio |")
+        print("|---|---|---|---|---|---|")
+        for t, r in speed.items():
+            tf = r["transformers"]
+            print(f"| {t} | {tf:.3f} | {r['full']:.3f} | {r['full'] / tf:.2f} | {r['resid']:.3f} | {r['resid'] / tf:.2f} |")
+
+        gb = 1e9
+        print("\n| T | run | load adds (x file) | peak RSS (GB) | kept (GB) | working space (GB) |")
+        print("|---|---|---|---|---|---|")
+        for t in args.lengths:
+            for mode in ("full", "resid", "transformers"):
+                m = run_probe(mode, t, model_dir)
+                load = (m["loaded"] - m["before"]) / m["weights"]
+                work = (m["peak"] - m["loaded"] - m["kept"]) / gb
+                print(f"| {t} | {mode} | {load:.2f} | {m['peak'] / gb:.2f} | {m['kept'] / gb:.3f} | {work:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
