@@ -8,7 +8,7 @@ gpt2np's full trace (run_with_cache, every tensor) and gpt2np's residual stream 
 ("*hook_resid*"), each repeated, median time and the ratio to transformers.
 Memory: each configuration in a fresh subprocess: RSS before loading, after loading (every weight
 read once by the finiteness check, so the mapped file is resident), and the peak of one run
-(ru_maxrss). Working space = peak − loaded − (cache + logits kept).
+(VmHWM). Working space = peak − loaded − (cache + logits kept).
 Targets (issue 2): full trace at T=1024 ratio <= 1.0; working space <= 0.3 GB; loading adds
 <= 1.1x the weights file. Needs the test requirements (torch, transformers).
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,13 +31,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RESID_ONLY = "*hook_resid*"
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+    return _status_kib("VmRSS")
 
 
 def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """High-water mark of this process's resident memory. (Not ru_maxrss: on Linux that survives
+    fork + exec, so a probe would report its parent's peak.)"""
+    return _status_kib("VmHWM")
 
 
 def build_random_gpt2_small(folder: Path) -> Path:

@@ -282,3 +282,16 @@ def test_residual_only_cache_does_not_pay_for_attention_patterns(tmp_path):
     _, peak_full = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert full.nbytes > kept + 12 * one_layer_scores  # the full trace does keep scores and patterns
+
+
+def test_readme_names_table_is_the_documented_table():
+    """The README's table of tensor names is the one gpt2np.names defines (it cannot go stale)."""
+    from gpt2np.names import BLOCK_SITES, EMBED_SITES, FINAL_SITES
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- NAMES-TABLE -->")[1].split("<!-- /NAMES-TABLE -->")[0]
+    rows = [line for line in table.strip().splitlines()[2:]]
+    expected = [f"| `{n}` | {s} | {d} |" for n, s, d in EMBED_SITES]
+    expected += [f"| `blocks.{{i}}.{n}` | {s} | {d} |" for n, s, d in BLOCK_SITES]
+    expected += [f"| `{n}` | {s} | {d} |" for n, s, d in FINAL_SITES]
+    assert rows == expected
