@@ -22,6 +22,7 @@ folder, model or tokenizer that cannot be loaded) raises `geostudy.StudyError` b
 The command-line entry point is ``python scripts/run_prerun.py``.
 """
 
+from . import tables
 from .corpus import SHIPPED_CORPUS, Corpus, Prompt, load_corpus
 from .errors import StudyError
 from .estimators import ESTIMATORS, EstimatorSettings
@@ -33,5 +34,5 @@ __version__ = "0.1.0"
 __all__ = [
     "run_study", "prepare_study", "execute", "StudyPlan", "load_corpus", "Corpus", "Prompt",
     "SHIPPED_CORPUS", "StudyError", "ESTIMATORS", "EstimatorSettings", "Site", "resolve_sites",
-    "default_site_names",
+    "default_site_names", "tables",
 ]

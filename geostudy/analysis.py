@@ -63,10 +63,14 @@ def lens_for_prompt(model, cache, logits: np.ndarray, lens_sites: list[str], kep
     all_pos = {}
     if positions.size:
         final_pos = lens.FinalDistribution(logits[positions])
-        for s in lens_sites:
-            lay = unembed_rows(model, np.asarray(cache[s])[positions])
+        # one unembedding for every site's positions: the (V, D) matrix is read once, not per site
+        stacked = np.concatenate([np.asarray(cache[s])[positions] for s in lens_sites])
+        lay_all = unembed_rows(model, stacked)
+        for i, s in enumerate(lens_sites):
+            lay = lay_all[i * positions.size:(i + 1) * positions.size]
             kl, agree = lens.all_positions(lay, final_pos)
             all_pos[s] = [float(kl.sum()), int(agree.sum()), int(positions.size)]
+        del lay_all, stacked
     return {
         "sites": list(lens_sites),
         "last": stats,

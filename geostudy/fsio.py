@@ -18,7 +18,9 @@ _TMP_MARK = ".tmp-"
 
 
 def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+    """Hidden, in the same folder, and with the same extension (writers that pick the format
+    from the file name, like PIL, still work)."""
+    return path.with_name(f".{path.stem}{_TMP_MARK}{os.getpid()}{path.suffix}")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -16,13 +16,13 @@ positions it does not want).
   where Xc = X - mean and pdet is the product of G's non-zero eigenvalues; sqrt(pdet(G)) is the
   r-dimensional volume of the parallelotope spanned by the centred token vectors. No
   determinant is ever formed (it would overflow or underflow): the study takes the covariance
-  eigenvalues lambda_i (ddof=1) that idest.pca computes anyway (LAPACK eigvalsh of the D x D
-  covariance when N >= D, of the N x N Gram matrix otherwise; eigenvalues at or below
-  max(N, D) * eps * lambda_max are set to 0 there) and sums logs:
+  eigenvalues lambda_i (ddof=1) that idest.pca computes anyway, with the eigenvalues at rounding
+  level already set to exactly 0 by idest, and sums logs:
       log_volume = sum_{lambda_i > 0} (1/2) log((N - 1) lambda_i) / N,
   since the singular values of Xc are s_i = sqrt((N - 1) lambda_i). The number r of non-zero
   eigenvalues (at most min(N - 1, D): centring removes one dimension) is log_volume_rank.
-  `log_volume(X)` computes the same from an SVD of Xc (never forming G), for checking.
+  `log_volume(X)` computes the same from its own SVD of Xc (never forming G; singular values
+  with s_i^2 <= max(N, D) * eps * s_max^2 count as zero), for checking.
 """
 
 from __future__ import annotations

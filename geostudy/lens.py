@@ -49,18 +49,23 @@ def compare(layer_logits, final_logits, k: int = 10) -> list[dict]:
     logq = log_softmax64(final_logits)
     q = np.exp(logq)
     target = int(np.argmax(logq))
-    logp = log_softmax64(layer_logits)
+    logp = log_softmax64(np.atleast_2d(layer_logits))
+    p = np.exp(logp)
+    with np.errstate(invalid="ignore"):
+        entropy = -np.where(p > 0, p * logp, 0.0).sum(axis=-1)
+    kl = _kl(logq[None], logp)
+    cosine = np.einsum("sv,v->s", p, q) / (np.sqrt(np.einsum("sv,sv->s", p, p)) * np.sqrt(q @ q))
+    rank = 1 + np.count_nonzero(logp > logp[:, target:target + 1], axis=-1)
     out = []
-    for row in logp:
-        p = np.exp(row)
+    for i, row in enumerate(logp):
         ids, probs = top_k(row, k)
         out.append({
-            "entropy": float(-(np.where(p > 0, p * row, 0.0)).sum()),
-            "kl_to_final": float(_kl(logq, row)),
-            "cosine_to_final": float(p @ q / (np.linalg.norm(p) * np.linalg.norm(q))),
-            "final_top_rank": int(1 + np.count_nonzero(row > row[target])),
+            "entropy": float(entropy[i]),
+            "kl_to_final": float(kl[i]),
+            "cosine_to_final": float(cosine[i]),
+            "final_top_rank": int(rank[i]),
             "top1_prob": float(probs[0]),
-            "top_ids": [int(i) for i in ids],
+            "top_ids": [int(j) for j in ids],
             "top_probs": [float(x) for x in probs],
         })
     return out

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -64,10 +65,18 @@ class Progress:
 
 
 class StageTimer:
-    """Wall-clock seconds accumulated per named stage, in first-use order."""
+    """Seconds per named stage, in first-use order: `timer(stage)` for wall-clock stages of the
+    main thread, `timer.busy(stage)` for time spent inside a step by worker threads (summed over
+    workers, so it can exceed the wall-clock time). Thread-safe."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.busy_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _add(self, table: dict, stage: str, dt: float) -> None:
+        with self._lock:
+            table[stage] = table.get(stage, 0.0) + dt
 
     @contextmanager
     def __call__(self, stage: str):
@@ -75,10 +84,25 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+            self._add(self.seconds, stage, time.perf_counter() - t0)
+
+    @contextmanager
+    def busy(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._add(self.busy_seconds, stage, time.perf_counter() - t0)
+
+    def as_dict(self) -> dict:
+        return {"wall_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+                "busy_seconds": {k: round(v, 3) for k, v in self.busy_seconds.items()}}
 
     def table(self) -> str:
         total = sum(self.seconds.values())
-        lines = [f"  {name:<28s} {sec:8.1f} s" for name, sec in self.seconds.items()]
-        lines.append(f"  {'total':<28s} {total:8.1f} s")
+        lines = [f"  {name:<36s} {sec:8.1f} s" for name, sec in self.seconds.items()]
+        lines.append(f"  {'total':<36s} {total:8.1f} s")
+        if self.busy_seconds:
+            lines.append("  time inside each step, summed over the worker threads:")
+            lines += [f"    {name:<34s} {sec:8.1f} s" for name, sec in self.busy_seconds.items()]
         return "\n".join(lines)

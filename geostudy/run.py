@@ -10,7 +10,8 @@ Run folder layout (all files written atomically, see fsio):
     tables/*.csv, tables/*.json      the tidy result tables
     plots/*.png, plots/*.gif         the figures
     report.html                      the self-contained report
-    timings.json                     seconds per stage of the last (resumed) run
+    timings.json                     seconds per stage of the last (resumed) run: wall clock, and
+                                     time inside each step summed over the worker threads
 
 Resuming: a prompt whose .done marker exists is skipped; otherwise it is redone from scratch
 (its files are replaced). A pooled site whose json exists is skipped. Tables, plots and the
@@ -20,7 +21,6 @@ started again ends with byte-identical tables.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ from .fsio import atomic_write_json, read_json, remove_stale_temporaries
 from .geometry import cosine_to_last_sum
 from .progress import Progress, StageTimer
 from .sites import Site, as_cloud, lens_site_names, resolve_sites, site_info, site_width
+from .threads import TaskPool, blas_single_thread, default_workers, run_tasks
 from .tables import (
     PROMPT_COLUMNS, RESULT_COLUMNS, SITE_COLUMNS, SKIPPED_COLUMNS, SPECTRUM_COLUMNS,
     TOP_TOKEN_COLUMNS, write_table,
@@ -79,6 +80,7 @@ class StudyPlan:
     tokenizer_info: dict
     fingerprint: dict
     progress: bool = True
+    workers: int = 1
     timer: StageTimer = field(default_factory=StageTimer)
 
     @property
@@ -223,6 +225,7 @@ def prepare_study(
     report: bool = True,
     progress: bool = True,
     runs_dir: str | Path = DEFAULT_RUNS_DIR,
+    workers: int | None = None,
     settings: EstimatorSettings | None = None,
 ) -> StudyPlan:
     """Validate every input and load the model, tokenizer and corpus; no output is written
@@ -235,6 +238,10 @@ def prepare_study(
         drop = _parse_drop(drop_positions)
         if lens_positions is not None and (isinstance(lens_positions, bool) or not isinstance(lens_positions, (int, np.integer)) or lens_positions < 0):
             raise StudyError(f"lens_positions must be an integer >= 0 (0: no all-positions summary) or None (all), got {lens_positions!r}")
+        if workers is None:
+            workers = default_workers()
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+            raise StudyError(f"workers must be a positive integer, got {workers!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 100:
             raise StudyError(f"top_k must be an integer between 1 and 100, got {top_k!r}")
         base = settings or EstimatorSettings()
@@ -299,7 +306,7 @@ def prepare_study(
         drop_positions=drop, dtype=dtype, lens_positions=None if lens_positions is None else int(lens_positions),
         top_k=int(top_k), focus=focus_prompt, attention_block=int(attention_block), scatter_site=scatter_site,
         out=out, make_plots=plots, make_report=report, model_info=model_info, tokenizer_info=tok_info,
-        fingerprint=fingerprint, progress=progress, timer=timer,
+        fingerprint=fingerprint, progress=progress, workers=int(workers), timer=timer,
     )
 
 
@@ -307,34 +314,38 @@ def prepare_study(
 # Per prompt
 # --------------------------------------------------------------------------------------------
 
-def _analyse_prompt(plan: StudyPlan, i: int, bar: Progress) -> None:
-    prompt, ids, kept = plan.corpus[i], plan.token_ids[i], plan.kept[i]
-    timer = plan.timer
+def _forward(plan: StudyPlan, i: int):
+    """Forward pass of prompt i, its activations saved; returns (logits, cache)."""
+    prompt, ids = plan.corpus[i], plan.token_ids[i]
     site_names = [s.name for s in plan.sites]
     extra = [pattern_name(plan.attention_block)] if prompt.id == plan.focus.id else []
-    bar.stage(f"{prompt.id}: forward pass")
-    with timer("forward pass"):
+    with plan.timer.busy("forward pass"):
         logits, cache = plan.model.run_with_cache(ids, names=sorted(set(site_names) | set(plan.lens_sites) | set(extra)))
-    bar.stage(f"{prompt.id}: saving activations")
-    with timer("save activations"):
+    with plan.timer.busy("save activations"):
         tensors = {n: cache[n] for n in site_names + extra}
         save_activations(plan.act_path(prompt.id), tensors, ids, {"prompt_id": prompt.id, "format": "geostudy-activations-1"})
+    return logits, cache
 
+
+def _analyse_site(plan: StudyPlan, i: int, cache, site: Site):
+    X = as_cloud(cache[site.name])[plan.kept[i]]  # as saved: the model's dtype
+    return X.shape[0], analyse_cloud(X, plan.settings, timer=plan.timer.busy, prefix="per-prompt ")
+
+
+def _lens(plan: StudyPlan, i: int, cache, logits):
+    with plan.timer.busy("logit lens"):
+        return lens_for_prompt(plan.model, cache, logits, plan.lens_sites, plan.kept[i], plan.lens_positions, plan.top_k)
+
+
+def _write_prompt(plan: StudyPlan, i: int, site_results: list, lens: dict) -> None:
+    """The prompt's results file, then its marker (written last: the prompt is finished)."""
+    prompt, ids, kept = plan.corpus[i], plan.token_ids[i], plan.kept[i]
     rows, spectra, skipped = [], {}, []
-    bar.stage(f"{prompt.id}: geometry and ID")
-    for site in plan.sites:
-        X = as_cloud(cache[site.name])[kept]  # as saved: the model's dtype
-        est = analyse_cloud(X, plan.settings, timer=timer, prefix="per-prompt ")
-        rows += [[site.name, X.shape[0], q, p, v, e] for q, p, v, e in est.items]
+    for site, (n, est) in zip(plan.sites, site_results):
+        rows += [[site.name, n, q, p, v, e] for q, p, v, e in est.items]
         if est.spectrum is not None:
             spectra[site.name] = [est.spectrum.tolist(), est.explained.tolist()]
         skipped += [[site.name, name, reason] for name, reason in est.skipped]
-
-    bar.stage(f"{prompt.id}: logit lens")
-    with timer("logit lens"):
-        lens = lens_for_prompt(plan.model, cache, logits, plan.lens_sites, kept, plan.lens_positions, plan.top_k)
-    del cache, logits
-    tokens = plan.tokenizer.token_strings(ids)
     top = []
     for site, stats in list(zip(lens["sites"], lens["last"])) + [(FINAL_SITE, lens["final"])]:
         rows += [
@@ -355,7 +366,7 @@ def _analyse_prompt(plan: StudyPlan, i: int, bar: Progress) -> None:
         "prompt_id": prompt.id,
         "n_tokens": int(ids.size),
         "n_points": int(kept.size),
-        "tokens": tokens,
+        "tokens": plan.tokenizer.token_strings(ids),
         "rows": rows,
         "spectra": spectra,
         "skipped": skipped,
@@ -366,6 +377,26 @@ def _analyse_prompt(plan: StudyPlan, i: int, bar: Progress) -> None:
     }
     atomic_write_json(plan.result_path(prompt.id), result)
     atomic_write_json(plan.marker_path(prompt.id), {"prompt_id": prompt.id, "n_tokens": int(ids.size)})
+
+
+def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
+    """Every unfinished prompt: its forward pass (the next prompt's runs while this one is
+    analysed), one task per site, the logit lens; results written in corpus order."""
+    with TaskPool(plan.workers) as pool:
+        pending = pool.submit(_forward, plan, todo[0]) if todo else None
+        for k, i in enumerate(todo):
+            pid = plan.corpus[i].id
+            bar.stage(f"{pid}: forward pass")
+            logits, cache = pending.result()
+            pending = pool.submit(_forward, plan, todo[k + 1]) if k + 1 < len(todo) else None
+            bar.stage(f"{pid}: geometry, ID, logit lens")
+            lens_future = pool.submit(_lens, plan, i, cache, logits)
+            site_futures = [pool.submit(_analyse_site, plan, i, cache, site) for site in plan.sites]
+            results = [f.result() for f in site_futures]
+            lens = lens_future.result()
+            del cache, logits
+            _write_prompt(plan, i, results, lens)
+            bar.advance(note=f"{pid}: done")
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,9 +417,10 @@ def load_pooled_cloud(plan: StudyPlan, site: str) -> tuple[np.ndarray, float]:
 
 
 def _analyse_pooled_site(plan: StudyPlan, site: Site) -> None:
-    with plan.timer("pooled: load activations"):
+    """Runs in a worker thread: load, analyse and save one site of the pooled corpus."""
+    with plan.timer.busy("pooled: load activations"):
         X, cos_last = load_pooled_cloud(plan, site.name)
-    est = analyse_cloud(X, plan.pooled_settings, cosine_to_last=cos_last, timer=plan.timer, prefix="pooled ")
+    est = analyse_cloud(X, plan.pooled_settings, cosine_to_last=cos_last, timer=plan.timer.busy, prefix="pooled ")
     result = {
         "site": site.name,
         "n_points": int(X.shape[0]),
@@ -521,29 +553,26 @@ def execute(plan: StudyPlan) -> Path:
     for sub in (ACT_DIR, PROMPT_DIR, POOLED_DIR):
         (out / sub).mkdir(exist_ok=True)
     remove_stale_temporaries(out)
-    session = {"started": mf.now(), "prompts_already_done": 0}
-    done_before = [p.id for p in plan.corpus if plan.marker_path(p.id).is_file()]
-    session["prompts_already_done"] = len(done_before)
+    todo = [i for i, p in enumerate(plan.corpus) if not plan.marker_path(p.id).is_file()]
     _write_manifest(plan, status="running")
     man = read_json(out / MANIFEST)
-    man["sessions"].append(session)
+    man["sessions"].append({"started": mf.now(), "prompts_already_done": len(plan.corpus) - len(todo)})
     atomic_write_json(out / MANIFEST, man, indent=2)
 
     bar = Progress(len(plan.corpus), "prompts", enabled=plan.progress)
-    for i, p in enumerate(plan.corpus):
-        if plan.marker_path(p.id).is_file():
-            bar.advance(note=f"{p.id}: done earlier")
-            continue
-        _analyse_prompt(plan, i, bar)
-        bar.advance(note=f"{p.id}: done")
+    if len(todo) < len(plan.corpus):
+        bar.advance(len(plan.corpus) - len(todo), note="done earlier")
+    with timer("per prompt: forward, geometry, ID, lens"), blas_single_thread():
+        _run_prompts(plan, todo, bar)
     bar.close()
 
+    todo = [s for s in plan.sites if not plan.pooled_path(s.name).is_file()]
     bar = Progress(len(plan.sites), "pooled corpus, sites", enabled=plan.progress)
-    for site in plan.sites:
-        if not plan.pooled_path(site.name).is_file():
-            bar.stage(f"{site.name}")
-            _analyse_pooled_site(plan, site)
-        bar.advance(note=site.name)
+    if len(todo) < len(plan.sites):
+        bar.advance(len(plan.sites) - len(todo), note="done earlier")
+    with timer("pooled geometry + ID"), blas_single_thread():
+        run_tasks(lambda site: _analyse_pooled_site(plan, site), todo, plan.workers,
+                  on_done=lambda i, _: bar.advance(note=todo[i].name))
     bar.close()
 
     with timer("tables"):
@@ -564,11 +593,11 @@ def execute(plan: StudyPlan) -> Path:
 
         with timer("report"):
             write_report(plan, tables, figures, out / REPORT)
-    atomic_write_json(out / TIMINGS, {k: round(v, 3) for k, v in timer.seconds.items()}, indent=2)
+    atomic_write_json(out / TIMINGS, {"workers": plan.workers, **timer.as_dict()}, indent=2)
     man = read_json(out / MANIFEST)
     man["status"] = "complete"
     man["sessions"][-1]["finished"] = mf.now()
-    man["sessions"][-1]["seconds"] = {k: round(v, 3) for k, v in timer.seconds.items()}
+    man["sessions"][-1]["seconds"] = timer.as_dict()
     atomic_write_json(out / MANIFEST, man, indent=2)
     return out
 
@@ -591,7 +620,8 @@ def run_study(
     dtype ("float32"), lens_positions (positions per prompt for the all-positions logit-lens
     summary, default 32; None = all), top_k (10), focus (prompt id for the single-prompt figures;
     default the first prompt), attention_block (default n_layer // 2), scatter_site (default
-    the middle block's output), plots, report, progress (True), runs_dir ("runs").
+    the middle block's output), plots, report, progress (True), runs_dir ("runs"), workers
+    (threads for the analyses, default min(4, cores); the results do not depend on it).
     Raises StudyError, before any work, on bad input.
     """
     plan = prepare_study(model, corpus, out, **options)

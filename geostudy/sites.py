@@ -8,7 +8,6 @@ scales, attention scores and patterns, per-head results) are not sites.
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 
 import gpt2np
@@ -78,17 +77,6 @@ class Site:
     depth: int  # index in gpt2np.hook_names: orders sites as the forward pass makes them
     label: str  # in words, e.g. "after attention + residual, block 5"
     short: str  # short words for legends, e.g. "attn + resid"
-
-    @property
-    def x(self) -> float:
-        """Horizontal coordinate for depth plots: the block index plus the sub-layer's place in
-        the block (0 entering it, close to 1 leaving it); embeddings at -1, ln_final at n_layer."""
-        if self.block < 0:
-            return -1.0
-        names = [s for s, _, _ in gpt2np.names.BLOCK_SITES]
-        if self.sublayer in names:
-            return self.block + names.index(self.sublayer) / len(names)
-        return float(self.block)
 
 
 def _split(name: str, n_layer: int) -> tuple[int, str]:
@@ -184,7 +172,3 @@ def site_width(site: Site, cfg) -> int:
 def as_cloud(array):
     """(T, ...) -> (T, width): per-head tensors are flattened head by head."""
     return array.reshape(array.shape[0], -1)
-
-
-def matches(name: str, patterns) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)

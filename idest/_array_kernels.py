@@ -90,12 +90,12 @@ def mark_repeated_rows(X, order, hashes):
     return repeated
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@nb.njit(cache=True, nogil=True)
 def row_sq_norms(A):
     """Squared Euclidean norm of each row, accumulated in float64."""
     n, d = A.shape
     out = np.empty(n, dtype=np.float64)
-    for i in nb.prange(n):
+    for i in range(n):
         s = 0.0
         for j in range(d):
             v = np.float64(A[i, j])
@@ -104,7 +104,7 @@ def row_sq_norms(A):
     return out
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@nb.njit(cache=True, nogil=True)
 def scaled_centered_f32(X, row_scale, mean, out):
     """out[i] = float32(row_scale[i] * X[i] - mean), computed in float64 before rounding.
 
@@ -112,7 +112,7 @@ def scaled_centered_f32(X, row_scale, mean, out):
     data far from the origin (the error of a float32 product scales with the norms).
     """
     n, d = X.shape
-    for i in nb.prange(n):
+    for i in range(n):
         s = row_scale[i]
         for j in range(d):
             out[i, j] = np.float32(s * np.float64(X[i, j]) - mean[j])

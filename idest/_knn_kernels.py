@@ -56,7 +56,6 @@ EMPTY_KEY = np.float32(3.0e38)
 # Products tested at once by one vectorised comparison before any scalar heap work.
 # (LLVM vectorises this 64-wide 'any' about 6x better than 16- or 32-wide ones here.)
 _CHUNK = 64
-_ROWS_PER_TASK = 64  # rows per parallel task: enough work to amortise scheduling
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
@@ -124,29 +123,20 @@ def _scan_cols(G, c_lo, c_hi, row0, col0, half_lb, heap_keys, heap_ids):
                 tops[q] = heap_keys[j, 0]
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
-def scan_diagonal(G, row0, half_lb, heap_keys, heap_ids):
-    """The square tile of a block with itself: rows only (it holds both g_ij and g_ji)."""
-    b = G.shape[0]
-    n_tasks = (b + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for t in nb.prange(n_tasks):
-        r_lo = t * _ROWS_PER_TASK
-        _scan_rows(G, r_lo, min(b, r_lo + _ROWS_PER_TASK), row0, row0, half_lb, heap_keys, heap_ids)
-
-
-@nb.njit(cache=True, nogil=True, parallel=True)
-def scan_panel(G, row0, col0, half_lb, heap_keys, heap_ids):
-    """An off-diagonal panel (block rows x a few hundred columns, still in cache after the
-    BLAS call that wrote it): first every row's heap, then every column's heap."""
+@nb.njit(cache=True, nogil=True)
+def scan_tile(G, row0, col0, diagonal, half_lb, heap_keys, heap_ids):
+    """Offer a tile of products (rows row0.., columns col0..) to the heaps: every row's,
+    and, for an off-diagonal tile, every column's (a diagonal tile already holds both
+    g_ij and g_ji). Single-threaded on purpose: each worker thread owns its heaps and
+    scans the tile its own BLAS call just wrote, while it is still in that core's cache."""
     b, m = G.shape
-    n_tasks = (b + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for t in nb.prange(n_tasks):
-        r_lo = t * _ROWS_PER_TASK
-        _scan_rows(G, r_lo, min(b, r_lo + _ROWS_PER_TASK), row0, col0, half_lb, heap_keys, heap_ids)
-    n_chunks = (m + _CHUNK - 1) // _CHUNK
-    for ch in nb.prange(n_chunks):
-        c_lo = ch * _CHUNK
-        _scan_cols(G, c_lo, min(m, c_lo + _CHUNK), row0, col0, half_lb, heap_keys, heap_ids)
+    _scan_rows(G, 0, b, row0, col0, half_lb, heap_keys, heap_ids)
+    if not diagonal:
+        for c_lo in range(0, m, _CHUNK):
+            _scan_cols(G, c_lo, min(m, c_lo + _CHUNK), row0, col0, half_lb, heap_keys, heap_ids)
+
+
+_SCALE_LO, _SCALE_HI = 2.0**-60, 2.0**60
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -154,9 +144,19 @@ def exact_sq_dist(X, s, i, j):
     """sum_t (s_i x_it - s_j x_jt)^2 in float64 from the original coordinates."""
     si = s[i]
     sj = s[j]
+    a = X[i]
+    b = X[j]
     acc = 0.0
-    for t in range(X.shape[1]):
-        diff = si * np.float64(X[i, t]) - sj * np.float64(X[j, t])
+    if si == sj and _SCALE_LO <= si <= _SCALE_HI:
+        # Euclidean: s is one power of two, so s (a - b) is exact and the scale can be
+        # applied once at the end (same value, two fewer products per coordinate); the
+        # range check keeps (a - b)^2 and s^2 clear of underflow and overflow
+        for t in range(a.shape[0]):
+            diff = np.float64(a[t]) - np.float64(b[t])
+            acc += diff * diff
+        return acc * (si * si)
+    for t in range(a.shape[0]):
+        diff = si * np.float64(a[t]) - sj * np.float64(b[t])
         acc += diff * diff
     return acc
 
@@ -166,29 +166,55 @@ def _lex_less(d_a, i_a, d_b, i_b):
     return d_a < d_b or (d_a == d_b and i_a < i_b)
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
-def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, certified):
-    """Exact distances for the heap's candidates, keeping the k smallest (ties by index).
+@nb.njit(cache=True, nogil=True)
+def _sort_by_key(keys, ids):
+    """Insertion sort of (key, id) pairs by key, then id: a few dozen entries."""
+    for a in range(1, keys.size):
+        ka = keys[a]
+        ia = ids[a]
+        b = a - 1
+        while b >= 0 and (keys[b] > ka or (keys[b] == ka and ids[b] > ia)):
+            keys[b + 1] = keys[b]
+            ids[b + 1] = ids[b]
+            b -= 1
+        keys[b + 1] = ka
+        ids[b + 1] = ia
+
+
+@nb.njit(cache=True, nogil=True)
+def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, certified, row_lo, row_hi):
+    """Exact distances for the candidates of every worker's heap (heap_keys has shape
+    (workers, N, kc)), keeping the k smallest (ties by index).
 
     Candidates are visited by increasing lower bound L = 2 (key + half_lb_i); once L
     exceeds the current k-th exact distance no later candidate can enter, so usually only
     about k exact distances are computed. The row is *certified* when every point left
-    out of the heap is provably farther than the k-th exact distance: all of them have a
-    key >= the heap's largest key, so their L is at least 2 (top + half_lb_i).
+    out is provably farther than the k-th exact distance: a point left out by worker w has
+    a key >= the top of w's heap, so its L is at least 2 (min_w top_w + half_lb_i). Each
+    pair (i, j) was offered to exactly one worker, so no point appears twice.
+    Rows row_lo..row_hi-1 only: callers split the rows among threads.
     """
-    n = heap_keys.shape[0]
-    kc = heap_keys.shape[1]
-    complete = kc >= n - 1  # every other point is a candidate: nothing was left out
-    for i in nb.prange(n):
-        order = np.argsort(heap_keys[i])
+    n_workers, n, kc = heap_keys.shape
+    m = n_workers * kc
+    keys = np.empty(m, dtype=np.float32)
+    ids = np.empty(m, dtype=np.int64)
+    for i in range(row_lo, row_hi):
+        bound = np.float32(EMPTY_KEY)
+        for w in range(n_workers):
+            bound = min(bound, heap_keys[w, i, 0])
+            for q in range(kc):
+                keys[w * kc + q] = heap_keys[w, i, q]
+                ids[w * kc + q] = heap_ids[w, i, q]
+        _sort_by_key(keys, ids)
         hlbi = np.float64(half_lb[i])
         d = np.empty(k, dtype=np.float64)
         ix = np.empty(k, dtype=np.int64)
         filled = 0
-        for q in range(kc):
-            slot = order[q]
-            j = heap_ids[i, slot]
-            if filled == k and 2.0 * (np.float64(heap_keys[i, slot]) + hlbi) > d[k - 1]:
+        for q in range(m):
+            j = ids[q]
+            if j < 0:
+                break  # unfilled slots (sentinel keys) sort last
+            if filled == k and 2.0 * (np.float64(keys[q]) + hlbi) > d[k - 1]:
                 break  # keys ascend: every remaining candidate is provably farther
             e = exact_sq_dist(X, s, i, j)
             if filled == k and not _lex_less(e, j, d[k - 1], ix[k - 1]):
@@ -205,13 +231,11 @@ def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, ce
         for q in range(k):
             out_d2[i, q] = d[q]
             out_idx[i, q] = ix[q]
-        if complete:
-            certified[i] = True
-        else:
-            certified[i] = 2.0 * (np.float64(heap_keys[i, 0]) + hlbi) > d[k - 1]
+        # a heap that never filled evicted nothing; its top is the sentinel
+        certified[i] = 2.0 * (np.float64(bound) + hlbi) > d[k - 1]
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@nb.njit(cache=True, nogil=True)
 def rescan_rows(G, rows, X, s, half_lb, out_d2, out_idx):
     """Exact repair of rows that could not be certified (``G`` holds their products with
     all points). Any j whose lower bound L_ij does not exceed the current k-th distance
@@ -219,7 +243,7 @@ def rescan_rows(G, rows, X, s, half_lb, out_d2, out_idx):
     earlier stays provably out."""
     n_rows, n = G.shape
     k = out_d2.shape[1]
-    for r in nb.prange(n_rows):
+    for r in range(n_rows):
         i = rows[r]
         dk = out_d2[i, k - 1]
         ik = out_idx[i, k - 1]

@@ -41,13 +41,13 @@ def neighborhoods(
     on_duplicates: str,
     min_points: int,
     method: str,
-    k_name: str = "k",
+    k_name: str | None = "k",
 ) -> Neighborhoods:
     """Validate X, drop (or refuse) duplicated points, and return exact k-NN.
 
     ``k`` may be a function of the number of distinct points (GRIDE caps its range at
     N - 1). ``min_points`` is the fewest distinct points ``method`` accepts; with an integer
-    k it must exceed k.
+    k it must exceed k. ``k_name`` names k in error messages (None: not a user option).
     """
     k_of = k if callable(k) else (lambda n, k=k: k)
     points = as_points(X)
@@ -61,8 +61,9 @@ def neighborhoods(
             return
         dropped = n_input - n
         note = f" after dropping {dropped} duplicated point(s)" if dropped else ""
-        with_k = "" if callable(k) else f" with {k_name}={k}"
-        smaller = "" if callable(k) or k <= 1 else f" or a smaller {k_name}"
+        user_k = k_name is not None and not callable(k)  # k is the caller's parameter
+        with_k = f" with {k_name}={k}" if user_k else ""
+        smaller = f" or a smaller {k_name}" if user_k else ""
         raise ValueError(
             f"{method}{with_k} needs at least {min_points} distinct points; X has "
             f"{n}{note}. Pass more points{smaller}."

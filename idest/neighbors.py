@@ -5,20 +5,24 @@ How (and why it is exact):
 1. The data are scaled by a power of two (exact) and centred in float64, then rounded
    to a float32 copy x~. Centring matters: the error of a float32 product grows with the
    points' norms, and GPT-2 residual streams sit thousands of units from the origin.
-2. BLAS computes the Gram products g_ij = <x~_i, x~_j> strip by strip, only for j >= the
-   strip's first row (the distance matrix is symmetric: half the multiply-adds). Memory
-   is O(strip x N), never N x N.
-3. A Numba kernel keeps, for every point, the kc = k + margin smallest values of a
-   *lower bound* of the squared distance, L_ij = (1 - c)(|x~_i|^2 + |x~_j|^2) - 2 g_ij.
-   The constant c covers the rounding of the data to float32 (4u) and the worst-case
-   error of a float32 dot product of length D (gamma_D = D u / (1 - D u)), u = 2^-24,
-   with a 25% cushion; so L_ij <= exact squared distance for every pair.
+2. BLAS computes the Gram products g_ij = <x~_i, x~_j> tile by tile, only for the upper
+   triangle j >= i (the distance matrix is symmetric: half the multiply-adds). A tile is
+   1024 rows x 256 columns (1 MiB): memory is O(tile + N k), never N x N.
+3. Each worker thread (one per core) runs single-threaded BLAS on its share of the tiles
+   and scans each tile at once, while it is in that core's cache, with a Numba kernel
+   that keeps for every point the kc = k + margin smallest values of a *lower bound* of
+   the squared distance, L_ij = (1 - c)(|x~_i|^2 + |x~_j|^2) - 2 g_ij, in heaps owned by
+   that worker: the row points' heaps and, by symmetry, the column points' heaps. The
+   constant c covers the rounding of the data to float32 (4u), the worst-case error of a
+   float32 dot product of length D (gamma_D = D u / (1 - D u), u = 2^-24) and the
+   rounding of the keys (4u), with a 25% cushion; so L_ij <= the exact squared distance.
 4. The candidates' distances are recomputed exactly in float64 from the original
-   coordinates and sorted by (distance, index). A row is *certified* when the smallest
-   bound among the points left out exceeds its k-th exact distance; otherwise it is
-   repaired by an exact rescan (one BLAS row of products plus exact recomputation of
-   every point the bound cannot exclude). Results therefore equal a float64 brute force
-   with ties broken by index, whatever the float32 errors.
+   coordinates (by increasing L, stopping once L exceeds the k-th exact distance) and
+   sorted by (distance, index). A row is *certified* when the smallest bound among the
+   points left out exceeds its k-th exact distance; otherwise it is repaired by an exact
+   rescan (one BLAS row of products plus exact recomputation of every point the bound
+   cannot exclude). Results therefore equal a float64 brute force with ties broken by
+   index, whatever the float32 errors, and are bit-identical for any number of threads.
 
 Distances returned: Euclidean, or with ``metric="cosine"`` the cosine distance
 1 - cos(x_i, x_j) (as scikit-learn, scipy and DADApy define it). Note that
@@ -29,8 +33,11 @@ ID, normalise the rows (X / |X|) and use the Euclidean metric.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from . import _array_kernels as ak
@@ -104,38 +111,97 @@ def _half_lower_bound_norms(xf32: np.ndarray) -> np.ndarray:
     return (0.5 * (1.0 - c) * ak.row_sq_norms(xf32)).astype(np.float32)
 
 
-def _knn_internal(geo: _Geometry, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _tiles(n: int) -> list[tuple[int, int, int, int]]:
+    """(row0, rows, col0, width) of every tile of the upper triangle, in a fixed order:
+    each block's diagonal tile, then its strip to the right in cache-sized panels."""
+    b = _block_rows(n)
+    tiles = []
+    for row0 in range(0, n, b):
+        rows = min(b, n - row0)
+        tiles.append((row0, rows, row0, rows))
+        for col0 in range(row0 + rows, n, _PANEL):
+            tiles.append((row0, rows, col0, min(_PANEL, n - col0)))
+    return tiles
+
+
+def _worker_count(n_tiles: int) -> int:
+    return max(1, min(nb.get_num_threads(), n_tiles))
+
+
+def _scan_all_tiles(geo: _Geometry, kc: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-worker heaps after every tile has been computed and scanned.
+
+    Worker w takes tiles w, w + W, w + 2W, ... (a static split: which worker sees which
+    pair never depends on timing). Each runs single-threaded BLAS on its tile and scans it
+    at once, from its own cache, into heaps only it writes: no locks, no shared state.
+    """
+    n = geo.X.shape[0]
+    tiles = _tiles(n)
+    heap_keys = np.full((workers, n, kc), kk.EMPTY_KEY, dtype=np.float32)
+    heap_ids = np.full((workers, n, kc), -1, dtype=np.int64)
+    x = geo.xf32
+    b = _block_rows(n)
+
+    def work(w: int) -> None:
+        buf = np.empty(b * max(b, _PANEL), dtype=np.float32)
+        keys, ids = heap_keys[w], heap_ids[w]
+        for row0, rows, col0, width in tiles[w::workers]:
+            tile = buf[: rows * width].reshape(rows, width)
+            block = x[row0 : row0 + rows]
+            np.matmul(block, x[col0 : col0 + width].T, out=tile)
+            kk.scan_tile(tile, row0, col0, col0 == row0, geo.half_lb, keys, ids)
+
+    with _single_threaded_blas():
+        _in_threads(lambda w, _: work(w), workers, workers)  # one slice per worker index
+    return heap_keys, heap_ids
+
+
+def _in_threads(task, n_items: int, workers: int) -> None:
+    """Run task(lo, hi) on ``workers`` contiguous slices of range(n_items), one per thread
+    (the kernels release the GIL); results never depend on which thread runs what."""
+    bounds = np.linspace(0, n_items, workers + 1).astype(int)
+    if workers == 1:
+        task(0, n_items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(task, bounds[w], bounds[w + 1]) for w in range(workers)]:
+            future.result()
+
+
+@contextmanager
+def _single_threaded_blas():
+    """BLAS limited to one thread while the workers run: parallelism comes from the
+    workers, and a multi-threaded BLAS would fight them for the two cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a declared dependency
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _knn_internal(geo: _Geometry, k: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours (self excluded) as internal squared distances, indices."""
     n = geo.X.shape[0]
     kc = _candidate_count(k, n)
-    heap_keys = np.full((n, kc), kk.EMPTY_KEY, dtype=np.float32)
-    heap_ids = np.full((n, kc), -1, dtype=np.int64)
-    b = _block_rows(n)
-    panel_buf = np.empty(b * _PANEL, dtype=np.float32)
-    diag = np.empty((b, b), dtype=np.float32)
-    x = geo.xf32
-    for row0 in range(0, n, b):
-        rows = min(b, n - row0)
-        block = x[row0 : row0 + rows]
-        tile = diag[:rows, :rows]
-        np.matmul(block, block.T, out=tile)
-        kk.scan_diagonal(tile, row0, geo.half_lb, heap_keys, heap_ids)
-        # the rest of the block's strip (j beyond the block), one cache-sized panel at a
-        # time; each panel serves its rows and, through symmetry, its columns
-        for col0 in range(row0 + rows, n, _PANEL):
-            width = min(_PANEL, n - col0)
-            panel = panel_buf[: rows * width].reshape(rows, width)
-            np.matmul(block, x[col0 : col0 + width].T, out=panel)
-            kk.scan_panel(panel, row0, col0, geo.half_lb, heap_keys, heap_ids)
+    if workers is None:
+        workers = _worker_count(len(_tiles(n)))
+    heap_keys, heap_ids = _scan_all_tiles(geo, kc, workers)
 
     d2 = np.empty((n, k), dtype=np.float64)
     idx = np.empty((n, k), dtype=np.int64)
     certified = np.empty(n, dtype=np.bool_)
-    kk.refine_candidates(geo.X, geo.s, geo.half_lb, heap_keys, heap_ids, k, d2, idx, certified)
+
+    def refine(lo: int, hi: int) -> None:
+        kk.refine_candidates(geo.X, geo.s, geo.half_lb, heap_keys, heap_ids, k, d2, idx, certified, lo, hi)
+
+    _in_threads(refine, n, workers)
     del heap_keys, heap_ids
 
     todo = np.flatnonzero(~certified)
     if todo.size:
+        x = geo.xf32
         rows_per_pass = max(1, min(todo.size, _REPAIR_BYTES // (4 * n)))
         strip_buf = np.empty(rows_per_pass * n, dtype=np.float32)
         for start in range(0, todo.size, rows_per_pass):

@@ -1,10 +1,14 @@
 """PCA-based dimension: global spectrum and variance thresholds, and local PCA rules.
 
 Eigenvalues are those of the centred covariance with ddof=1 (scikit-learn's
-``explained_variance_``), min(N, D) of them, descending. They come from the D x D
-covariance when N >= D and from the N x N Gram matrix otherwise (same nonzero
-eigenvalues, cheaper). Eigenvalues below max(N, D) * eps * largest are rounding noise and
-set to exactly 0, so rules that divide by eigenvalues (maxgap, Fan) see clean zeros.
+``explained_variance_``), min(N, D) of them, descending. Globally they are computed as
+scikit-learn's PCA does (covariance eigenvalues when N >= 10 D, singular values of the
+centred data otherwise); per neighbourhood from the k x k Gram matrix when k <= D (same
+nonzero eigenvalues, cheaper). Eigenvalues at rounding level are set to exactly 0: below
+the solver's accuracy (max(N, D) eps times the largest for eigenvalue solvers, its square
+for singular values) or below (max(N, D) eps max|x|)^2, the variance rounding the input
+alone can create. Rules that divide by eigenvalues (maxgap, Fan) then see clean zeros,
+not ratios of noise.
 """
 
 from __future__ import annotations
@@ -21,11 +25,18 @@ from .results import LocalPCAResult, PCAResult
 _CHUNK_BYTES = 64 * 2**20
 
 
-def _clean(ev: np.ndarray, n: int, d: int) -> np.ndarray:
-    """Descending eigenvalues with rounding noise (incl. tiny negatives) set to 0."""
+def _clean(ev: np.ndarray, relative_tol: float, absolute_tol: float) -> np.ndarray:
+    """Descending eigenvalues with rounding noise (including tiny negatives) set to 0:
+    values below relative_tol * largest (the solver's accuracy) or below absolute_tol (the
+    variance that rounding the input coordinates alone can create)."""
     ev = ev[..., ::-1]
-    tol = ev[..., :1] * (max(n, d) * np.finfo(np.float64).eps)
+    tol = np.maximum(ev[..., :1] * relative_tol, absolute_tol)
     return np.where(ev > tol, ev, 0.0)
+
+
+def _input_rounding_variance(n: int, d: int, max_abs: float) -> float:
+    """Generous bound on eigenvalues made of input rounding alone: (max(n, d) eps max|x|)^2."""
+    return float((max(n, d) * np.finfo(np.float64).eps * max_abs) ** 2)
 
 
 def spectrum(X) -> np.ndarray:
@@ -35,25 +46,31 @@ def spectrum(X) -> np.ndarray:
 
 
 def _spectrum(X: np.ndarray, max_abs: float) -> np.ndarray:
+    """Like scikit-learn's PCA: the D x D covariance's eigenvalues when N >= 10 D (its
+    'covariance_eigh' solver), else the squared singular values of the centred data."""
     n, d = X.shape
     if n < 2:
         raise ValueError(f"PCA needs at least 2 points; X has {n}.")
     scale = power_of_two_scale(max_abs)  # exact; keeps sums of squares in range
-    mean = np.zeros(d)
+    eps = np.finfo(np.float64).eps
+    noise = _input_rounding_variance(n, d, scale * max_abs)
     rows = max(1, _CHUNK_BYTES // (8 * d))
+    mean = np.zeros(d)
     for a in range(0, n, rows):
         mean += (scale * X[a : a + rows].astype(np.float64)).sum(axis=0)
     mean /= n
-    if n >= d:
+    if n >= 10 * d:
         cov = np.zeros((d, d))
         for a in range(0, n, rows):
             chunk = scale * X[a : a + rows].astype(np.float64) - mean
             cov += chunk.T @ chunk  # A.T @ A: BLAS syrk
-        ev = np.linalg.eigvalsh(cov / (n - 1))
+        # eigh resolves eigenvalues down to ~eps * largest
+        ev = _clean(np.linalg.eigvalsh(cov / (n - 1)), max(n, d) * eps, noise)
     else:
-        centred = scale * X.astype(np.float64) - mean
-        ev = np.linalg.eigvalsh(centred @ centred.T / (n - 1))
-    ev = _clean(ev, n, d) / (scale * scale)
+        singular = np.linalg.svd(scale * X.astype(np.float64) - mean, compute_uv=False)
+        # singular values below max(N, D) eps * largest are numerically zero
+        ev = _clean(singular[::-1] ** 2 / (n - 1), (max(n, d) * eps) ** 2, noise)
+    ev = ev / (scale * scale)
     if ev[0] == 0.0:
         raise ValueError(
             "X has zero variance (all points are identical): PCA has no direction to count."
@@ -105,6 +122,7 @@ def _local_spectra(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Spectrum of each point's neighbourhood points[indices[i]] (k points), in batches."""
     n, k = indices.shape
     d = points.shape[1]
+    noise = _input_rounding_variance(k, d, float(np.abs(points).max()))
     m = min(k, d)
     out = np.empty((n, m))
     batch = max(1, _CHUNK_BYTES // (8 * k * d))
@@ -116,7 +134,7 @@ def _local_spectra(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
         else:
             gram = hood.transpose(0, 2, 1) @ hood
         ev = np.linalg.eigvalsh(gram / (k - 1))
-        out[a : a + batch] = _clean(ev, k, d)
+        out[a : a + batch] = _clean(ev, max(k, d) * np.finfo(np.float64).eps, noise)
     return out
 
 

@@ -2,7 +2,7 @@
 ``lPCA`` defines them (Fukunaga-Olsen, Fan et al., Cangelosi & Goriely, Kaiser, ...).
 
 Each rule is a small Numba function of one spectrum; ``apply_rule`` maps it over the rows
-of a 2-D array of spectra (one per neighbourhood) in parallel.
+of a 2-D array of spectra (one per neighbourhood).
 """
 
 from __future__ import annotations
@@ -151,10 +151,10 @@ def _one(ev, code, alpha_fo, alpha_fan, beta_fan, p_fan, alpha_ratio):
     return _participation_ratio(ev)
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@nb.njit(cache=True, nogil=True)
 def _apply(spectra, code, alpha_fo, alpha_fan, beta_fan, p_fan, alpha_ratio):
     out = np.empty(spectra.shape[0])
-    for i in nb.prange(spectra.shape[0]):
+    for i in range(spectra.shape[0]):
         out[i] = _one(spectra[i], code, alpha_fo, alpha_fan, beta_fan, p_fan, alpha_ratio)
     return out
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 from ._neighborhoods import neighborhoods
-from ._validate import check_choice, check_fraction, check_int
+from ._validate import CleanPoints, check_choice, check_fraction, check_int
 from .neighbors import _knn_internal, _prepare, _to_user_distances
-from ._validate import CleanPoints
 from .results import TwoNNResult, TwoNNScalingResult
 
 METHODS = ("linear", "mle")
+_LINEAR_NEEDS_DISCARD = (
+    "method='linear' with discard_fraction=0 puts the largest ratio at F = 1, where "
+    "-log(1 - F) is infinite. Use discard_fraction > 0 or method='mle'."
+)
 
 
 def _fit(mu: np.ndarray, discard_fraction: float, method: str) -> tuple[float, float, int]:
@@ -35,10 +38,7 @@ def _fit(mu: np.ndarray, discard_fraction: float, method: str) -> tuple[float, f
     log_mu = np.log(np.sort(mu)[:n_fit])
     if method == "linear":
         if n_fit == n:
-            raise ValueError(
-                "method='linear' with discard_fraction=0 puts the largest ratio at F = 1, where "
-                "-log(1 - F) is infinite. Use discard_fraction > 0 or method='mle'."
-            )
+            raise ValueError(_LINEAR_NEEDS_DISCARD)
         y = -np.log1p(-np.arange(1, n_fit + 1) / n)
         denominator = float(np.dot(log_mu, log_mu))
         numerator = float(np.dot(log_mu, y))
@@ -58,6 +58,8 @@ def _fit(mu: np.ndarray, discard_fraction: float, method: str) -> tuple[float, f
 def _check_options(discard_fraction, method):
     discard_fraction = check_fraction("discard_fraction", discard_fraction)
     method = check_choice("method", method, METHODS)
+    if method == "linear" and discard_fraction == 0.0:
+        raise ValueError(_LINEAR_NEEDS_DISCARD)
     return discard_fraction, method
 
 
@@ -86,7 +88,7 @@ def twonn(
     discard_fraction, method = _check_options(discard_fraction, method)
     min_points = max(3, int(np.ceil(3 / max(1e-12, 1 - discard_fraction))))
     nb = neighborhoods(
-        X, 2, metric=metric, on_duplicates=on_duplicates, min_points=min_points, method="TwoNN"
+        X, 2, metric=metric, on_duplicates=on_duplicates, min_points=min_points, method="TwoNN", k_name=None
     )
     mu = nb.distances[:, 1] / nb.distances[:, 0]
     dimension, error, n_fit = _fit(mu, discard_fraction, method)
@@ -126,7 +128,8 @@ def twonn_scaling(
     n_min = check_int("n_min", n_min, minimum=3)
     seed = check_int("seed", seed, minimum=0)
     full = neighborhoods(
-        X, 2, metric=metric, on_duplicates=on_duplicates, min_points=max(4, n_min + 1), method="TwoNN scaling"
+        X, 2, metric=metric, on_duplicates=on_duplicates, min_points=max(4, n_min + 1), method="TwoNN scaling",
+        k_name=None,
     )
     n = full.points.shape[0]
     levels = max(0, n.bit_length() - 2)  # DADApy: int(log2(N)) - 1

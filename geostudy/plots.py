@@ -1,0 +1,446 @@
+"""The study's figures (PNG, and one animated GIF), drawn headless with matplotlib.
+
+Every figure is built from the result tables and the saved activations only, so a resumed run
+draws the same figures. `make_plots` returns {figure key: (path, caption)}.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.animation import PillowWriter  # noqa: E402
+from matplotlib.colors import PowerNorm  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
+
+from gpt2np.names import BLOCK_SITES  # noqa: E402
+
+from .analysis import FINAL_SITE  # noqa: E402
+from .corpus import POOLED_ID  # noqa: E402
+from .extract import load_tensor, pattern_name  # noqa: E402
+from .fsio import atomic_write_with, read_json  # noqa: E402
+from .sites import EMBEDDINGS_SITE, site_info  # noqa: E402
+from .tables import RESULT_COLUMNS  # noqa: E402
+
+DPI = 110
+GRIDE_PLOT_SCALE = 8  # the GRIDE neighbour order n1 shown against depth (n2 = 16)
+_C = {c: i for i, c in enumerate(RESULT_COLUMNS)}
+_ORDER = [s for s, _, _ in BLOCK_SITES]
+
+
+def token_label(tok: str) -> str:
+    """A token as a readable label: quoted, so that leading spaces and newlines show."""
+    return repr(tok)
+
+
+class Results:
+    """Index over the main table: values by (prompt, site, quantity, param)."""
+
+    def __init__(self, rows):
+        self.value: dict = {}
+        self.sites_by_quantity: dict = defaultdict(set)
+        for r in rows:
+            key = (r[_C["prompt_id"]], r[_C["site"]], r[_C["quantity"]], r[_C["param"]])
+            self.value[key] = (r[_C["value"]], r[_C["error"]])
+            self.sites_by_quantity[r[_C["quantity"]]].add(r[_C["site"]])
+
+    def get(self, prompt, site, quantity, param=None):
+        return self.value.get((prompt, site, quantity, param), (None, None))
+
+
+def _save(fig, path: Path) -> None:
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png", bbox_inches="tight"))
+    plt.close(fig)
+
+
+def _kind_of(name: str, cfg) -> tuple[str, int, str]:
+    """(panel key, x, panel title) of a site for depth plots."""
+    info = site_info(name, cfg)
+    if name == EMBEDDINGS_SITE or info.block < 0:
+        return "embeddings", -1, "embeddings"
+    if info.block >= cfg.n_layer:
+        return info.sublayer, cfg.n_layer, info.label
+    words = info.label.rsplit(", block", 1)[0]
+    return info.sublayer, info.block, words
+
+
+def _panels(site_names, cfg):
+    """Panels of a depth figure: {sub-layer: [(x, site), ...]} in forward order, plus the
+    embedding sites (drawn in every panel at x = -1)."""
+    panels, titles, embeds = defaultdict(list), {}, []
+    for name in site_names:
+        kind, x, title = _kind_of(name, cfg)
+        if kind == "embeddings":
+            embeds.append(name)
+            continue
+        panels[kind].append((x, name))
+        titles[kind] = title
+    order = sorted(panels, key=lambda k: _ORDER.index(k) if k in _ORDER else len(_ORDER))
+    return [(k, titles[k], sorted(panels[k])) for k in order], embeds
+
+
+def _grid(n: int, width: float = 5.0, height: float = 3.6):
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.8), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _block_ticks(ax, cfg, with_embed: bool) -> None:
+    step = max(1, cfg.n_layer // 12)
+    ticks = list(range(0, cfg.n_layer, step))
+    labels = [str(t) for t in ticks]
+    if with_embed:
+        ticks, labels = [-1] + ticks, ["emb"] + labels
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels)
+    ax.set_xlabel("block (emb = embeddings)" if with_embed else "block")
+    ax.grid(alpha=0.3)
+
+
+def _genre_groups(plan) -> list[tuple[str, list[str]]]:
+    groups: dict[str, list[str]] = {}
+    for p in plan.corpus:
+        groups.setdefault(p.genre or "all prompts", []).append(p.id)
+    return list(groups.items())
+
+
+def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: str, path: Path,
+                 per_genre: bool = True, pooled: bool = True) -> bool:
+    """One panel per sub-layer; per genre the mean over its prompts (error bars: standard
+    deviation across them), the pooled corpus in black (error bars: the estimator's own)."""
+    cfg = plan.cfg
+    names = [s for s in res.sites_by_quantity.get(quantity, ()) if s != FINAL_SITE]
+    order = {n: i for i, n in enumerate(_site_order(plan, names))}
+    names = sorted(names, key=order.get)
+    if not names:
+        return False
+    panels, embeds = _panels(names, cfg)
+    if not panels:
+        panels = [("embeddings", "embeddings", [])]
+    fig, axes = _grid(len(panels))
+    colors = plt.get_cmap("tab10")
+    groups = _genre_groups(plan) if per_genre else []
+    for ax, (kind, ptitle, pts) in zip(axes, panels):
+        xs = [x for x, _ in pts]
+        for gi, (genre, ids) in enumerate(groups):
+            means, sds, gx = [], [], []
+            for x, site in [(-1, e) for e in embeds] + pts:
+                vals = [res.get(pid, site, quantity, param)[0] for pid in ids]
+                vals = [v for v in vals if v is not None and np.isfinite(v)]
+                if not vals:
+                    continue
+                gx.append(x)
+                means.append(float(np.mean(vals)))
+                sds.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+            if gx:
+                ax.errorbar(gx, means, yerr=sds, color=colors(gi % 10), marker="o", ms=3, lw=1.2,
+                            capsize=2, alpha=0.85, label=genre)
+        if pooled:
+            px, pv, pe = [], [], []
+            for x, site in [(-1, e) for e in embeds] + pts:
+                v, e = res.get(POOLED_ID, site, quantity, param)
+                if v is not None and np.isfinite(v):
+                    px.append(x)
+                    pv.append(v)
+                    pe.append(e if e is not None and np.isfinite(e) else 0.0)
+            if px:
+                ax.errorbar(px, pv, yerr=pe, color="black", marker="s", ms=4, lw=2.2, capsize=3, label="pooled corpus")
+        ax.set_title(ptitle, fontsize=10)
+        ax.set_ylabel(ylabel)
+        _block_ticks(ax, cfg, bool(embeds))
+        if not xs and not embeds:
+            ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), frameon=False)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    _save(fig, path)
+    return True
+
+
+def _site_order(plan, names):
+    import gpt2np
+
+    order = gpt2np.hook_names(plan.cfg) + [FINAL_SITE]
+    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def multi_line_figure(plan, res: Results, quantity: str, params: list, param_label, ylabel: str,
+                      title: str, path: Path, with_errors: bool) -> bool:
+    """Pooled corpus only: one panel per sub-layer, one line per parameter value."""
+    cfg = plan.cfg
+    names = _site_order(plan, [s for s in res.sites_by_quantity.get(quantity, ()) if s != FINAL_SITE])
+    if not names or not params:
+        return False
+    panels, embeds = _panels(names, cfg)
+    fig, axes = _grid(max(1, len(panels)))
+    cmap = plt.get_cmap("viridis")
+    for ax, (kind, ptitle, pts) in zip(axes, panels):
+        for i, param in enumerate(params):
+            xs, vs, es = [], [], []
+            for x, site in [(-1, e) for e in embeds] + pts:
+                v, e = res.get(POOLED_ID, site, quantity, param)
+                if v is not None and np.isfinite(v):
+                    xs.append(x)
+                    vs.append(v)
+                    es.append(e if (with_errors and e is not None and np.isfinite(e)) else 0.0)
+            if xs:
+                color = cmap(i / max(1, len(params) - 1))
+                ax.errorbar(xs, vs, yerr=es if with_errors else None, color=color, marker="o", ms=3,
+                            lw=1.3, capsize=2, label=param_label(param))
+        ax.set_title(ptitle, fontsize=10)
+        ax.set_ylabel(ylabel)
+        _block_ticks(ax, cfg, bool(embeds))
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), frameon=False)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    _save(fig, path)
+    return True
+
+
+def _lens_depth_labels(plan, sites):
+    labels = []
+    for s in sites:
+        if s == FINAL_SITE:
+            labels.append("model output")
+        else:
+            labels.append(site_info(s, plan.cfg).label)
+    return labels
+
+
+def lens_heatmap(plan, focus_result: dict, top_rows, path: Path) -> None:
+    """Depth x final top-k tokens: probability of each of the model's final top-k tokens at each
+    depth, with each depth's own top-1 token written at the right."""
+    sites = list(plan.lens_sites)
+    ids = focus_result["lens_tracked"]["ids"]
+    probs = np.array(focus_result["lens_tracked"]["probs"])  # (S, k)
+    own = {(r[3], r[8]): (r[10], r[11]) for r in top_rows if r[0] == plan.focus.id}  # (site, rank) -> (token, prob)
+    final_probs = [own[(FINAL_SITE, r + 1)][1] for r in range(len(ids))]
+    mat = np.vstack([probs, np.array(final_probs)[None]])
+    rows = sites + [FINAL_SITE]
+    tokens = [own[(FINAL_SITE, r + 1)][0] for r in range(len(ids))]
+    fig_h = 2.4 + 0.3 * len(rows)
+    fig, ax = plt.subplots(figsize=(4.5 + 0.85 * len(ids) + 2.2, fig_h))
+    vmax = max(1e-12, float(mat.max()))
+    im = ax.imshow(mat, aspect="auto", cmap="magma", vmin=0.0, vmax=vmax)
+    ax.set_xticks(range(len(ids)))
+    ax.set_xticklabels([token_label(t) for t in tokens], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(_lens_depth_labels(plan, rows), fontsize=7)
+    ax.set_xlabel(f"the model's final top-{len(ids)} next tokens")
+    fmt = "{:.2f}" if vmax >= 0.01 else "{:.1e}"
+    if len(rows) <= 60:
+        for i in range(mat.shape[0]):
+            for j in range(mat.shape[1]):
+                v = mat[i, j]
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6,
+                        color="white" if v < 0.6 * vmax else "black")
+    ax2 = ax.twinx()
+    ax2.set_ylim(ax.get_ylim())
+    ax2.set_yticks(range(len(rows)))
+    ax2.set_yticklabels([f"{token_label(own[(s, 1)][0])} {fmt.format(own[(s, 1)][1])}" for s in rows], fontsize=7)
+    ax2.set_ylabel("this depth's own top-1 token, probability")
+    fig.colorbar(im, ax=[ax, ax2], location="right", fraction=0.02, pad=0.16, aspect=40,
+                 label="probability of the token at this depth")
+    ax.set_title(f"Logit lens on the last token of {plan.focus.id!r} (rows: where the residual stream is read)",
+                 fontsize=10, pad=8)
+    _save(fig, path)
+
+
+def lens_gif(plan, top_rows, path: Path) -> None:
+    """Animated: the last token's top-k tokens and probabilities, depth by depth."""
+    rows = list(plan.lens_sites) + [FINAL_SITE]
+    by_site = defaultdict(list)
+    for r in top_rows:
+        if r[0] == plan.focus.id:
+            by_site[r[3]].append((r[8], r[10], r[11]))
+    labels = _lens_depth_labels(plan, rows)
+    probs_all = [p for s in rows for _, _, p in by_site[s]]
+    lo = max(min(probs_all) / 2, 1e-12)  # one log-scaled axis for every frame: bars stay comparable
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+
+    def draw(i):
+        ax.clear()
+        items = sorted(by_site[rows[i]])
+        toks = [token_label(t) for _, t, _ in items][::-1]
+        probs = [p for _, _, p in items][::-1]
+        color = plt.get_cmap("viridis")(0.35 + 0.5 * i / max(1, len(rows) - 1))
+        ax.barh(range(len(items)), [p - lo for p in probs], left=lo, color=color)
+        ax.set_xscale("log")
+        ax.set_xlim(lo, 1.0)
+        ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost most of the drawing time
+        ax.set_yticks(range(len(items)))
+        ax.set_yticklabels(toks, fontsize=9)
+        ax.set_xlabel("probability of the next token (log scale)")
+        ax.set_title(f"{plan.focus.id}: last token's top-{len(items)}\n{labels[i]}  ({i + 1}/{len(rows)})", fontsize=10)
+        for y, p in enumerate(probs):
+            ax.text(p, y, f" {p:.3g}", va="center", fontsize=8)
+
+    fig.subplots_adjust(left=0.27, right=0.97, top=0.86, bottom=0.13)  # fixed: no layout pass per frame
+    def write(tmp):
+        writer = PillowWriter(fps=1.5)
+        with writer.saving(fig, str(tmp), dpi=72):
+            for i in range(len(rows)):
+                draw(i)
+                writer.grab_frame()
+
+    atomic_write_with(path, write)
+    plt.close(fig)
+
+
+def attention_grid(plan, tokens: list[str], path: Path) -> None:
+    """Every head's attention pattern of the chosen block, for the focus prompt."""
+    pattern = load_tensor(plan.act_path(plan.focus.id), pattern_name(plan.attention_block))  # (H, T, T)
+    h, t, _ = pattern.shape
+    cols = math.ceil(math.sqrt(h))
+    rows = math.ceil(h / cols)
+    size = max(3.1, 9.0 / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.2, size * rows + 1.2), squeeze=False)
+    norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+    im = None
+    for i, ax in enumerate(axes.flat):
+        if i >= h:
+            ax.set_visible(False)
+            continue
+        im = ax.imshow(pattern[i], cmap="viridis", norm=norm, interpolation="nearest")
+        ax.set_title(f"head {i}", fontsize=9)
+        if t <= 32:
+            labels = [token_label(x) for x in tokens]
+            ax.set_xticks(range(t))
+            ax.set_xticklabels(labels, rotation=90, fontsize=5)
+            ax.set_yticks(range(t))
+            ax.set_yticklabels(labels, fontsize=5)
+        else:
+            ax.tick_params(labelsize=7)
+        if i % cols == 0:
+            ax.set_ylabel("query position")
+        if i // cols == rows - 1 or i + cols >= h:
+            ax.set_xlabel("key position")
+    fig.suptitle(
+        f"Attention patterns of every head, block {plan.attention_block} ({plan.focus.id!r}, {t} tokens)\n"
+        "row: the token attending; column: the token attended to\ncolour: attention weight (square-root scale)",
+        fontsize=10,
+    )
+    if im is not None:
+        fig.colorbar(im, ax=list(axes.flat), shrink=0.6, label="attention weight")
+    _save(fig, path)
+
+
+def pca_scatter(plan, path: Path, max_points: int = 4000) -> None:
+    """The pooled token cloud at one site on its first three principal components, coloured
+    by each token's position in its prompt."""
+    from .run import load_pooled_cloud
+
+    X, _ = load_pooled_cloud(plan, plan.scatter_site)
+    positions = np.concatenate(plan.kept)
+    Xc = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)
+    cov = Xc.T @ Xc / (Xc.shape[0] - 1)
+    ev, vec = np.linalg.eigh(cov)
+    order = np.argsort(ev)[::-1][:3]
+    pcs = Xc @ vec[:, order]
+    share = ev[order] / ev.sum()
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(X.shape[0], size=min(max_points, X.shape[0]), replace=False))
+    fig = plt.figure(figsize=(8.5, 7))
+    ax = fig.add_subplot(projection="3d")
+    sc = ax.scatter(pcs[pick, 0], pcs[pick, 1], pcs[pick, 2] if pcs.shape[1] > 2 else 0, c=positions[pick],
+                    cmap="viridis", s=4, alpha=0.7, depthshade=False)
+    for i, setter in enumerate((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
+        if i < len(share):
+            setter(f"PC{i + 1} ({share[i]:.0%} of variance)")
+    fig.colorbar(sc, ax=ax, shrink=0.6, pad=0.1, label="token position in its prompt")
+    label = site_info(plan.scatter_site, plan.cfg).label
+    ax.set_title(f"Token cloud {label}\nfirst three principal components, all prompts "
+                 f"({pick.size} of {X.shape[0]} tokens shown)", fontsize=10)
+    _save(fig, path)
+
+
+def make_plots(plan, tables: dict, folder: Path) -> dict[str, tuple[Path, str]]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    res = Results(tables["results"])
+    figs: dict[str, tuple[Path, str]] = {}
+    err_note = ("Per genre: the mean over the genre's prompts, error bars one standard deviation across "
+                "them. Black: the pooled corpus (all tokens of all prompts)")
+
+    def depth(key, quantity, param, ylabel, title, caption, **kw):
+        path = folder / f"{key}.png"
+        if depth_figure(plan, res, quantity, param, ylabel, title, path, **kw):
+            figs[key] = (path, caption)
+
+    est = set(plan.settings.estimators) | set(plan.pooled_settings.estimators)
+    if "twonn" in est:
+        depth("id_twonn", "id_twonn", None, "TwoNN ID", "Intrinsic dimension (TwoNN) against depth",
+              err_note + ", error bars TwoNN's asymptotic standard error.")
+    if "mle" in est:
+        depth("id_mle", "id_mle", None, f"MLE ID (k={plan.settings.mle_k})", "Intrinsic dimension (MLE) against depth",
+              err_note + ", error bars the standard error across points.")
+    if "gride" in est:
+        depth("id_gride", "id_gride", GRIDE_PLOT_SCALE, f"GRIDE ID (n1={GRIDE_PLOT_SCALE}, n2={2 * GRIDE_PLOT_SCALE})",
+              f"Intrinsic dimension (GRIDE at neighbour orders {GRIDE_PLOT_SCALE} and {2 * GRIDE_PLOT_SCALE}) against depth",
+              err_note + ", error bars GRIDE's standard error. Prompts too short for this scale are left out.")
+        scales = sorted({p for (pid, s, q, p) in res.value if pid == POOLED_ID and q == "id_gride"})
+        path = folder / "id_gride_scales.png"
+        if multi_line_figure(plan, res, "id_gride", scales, lambda n: f"n1={n}, n2={2 * n}", "GRIDE ID",
+                             "GRIDE intrinsic dimension of the pooled corpus at each scale", path, True):
+            figs["id_gride_scales"] = (path, "Pooled corpus: GRIDE at neighbour orders n1 = 1, 2, 4, ... (n2 = 2 n1); "
+                                       "larger orders probe the cloud at larger distances. Error bars: GRIDE's standard error.")
+    if "pca" in est:
+        levels = list(plan.settings.pca_levels)
+        path = folder / "pca_components.png"
+        if multi_line_figure(plan, res, "pca_components", levels, lambda v: f"{v:.0%} of variance", "components",
+                             "Principal components needed for each share of the variance (pooled corpus)", path, False):
+            figs["pca_components"] = (path, "Pooled corpus: the number of principal components whose eigenvalues add up "
+                                      "to each share of the total variance.")
+        depth("pca_components_90", "pca_components", 0.9, "components for 90% of variance",
+              "Principal components for 90% of the variance against depth", err_note + ".")
+        depth("pca_participation_ratio", "pca_participation_ratio", None, "participation ratio",
+              "Participation ratio (sum of eigenvalues)^2 / sum of squares", err_note + ".")
+    depth("norms", "mean_centred_norm", None, "mean |x - mean|", "Mean norm of the centred token vectors", err_note + ".")
+    depth("cosine_to_last", "cosine_to_last", None, "mean cos(x_i, x_last)",
+          "Mean cosine similarity of each token to the last token", err_note + " (for the pooled corpus: each token "
+          "against its own prompt's last token).")
+    depth("pairwise_cosine", "mean_pairwise_cosine", None, "mean pairwise cosine",
+          "Anisotropy: mean cosine similarity over all pairs of tokens", err_note + ".")
+    depth("log_volume", "log_volume", None, "log-volume per token", "Log-volume of the centred token cloud, per token",
+          err_note + ".")
+    depth("lens_kl_last", "lens_kl_to_final", None, "KL(final || layer), nats",
+          "Logit lens, last token: KL divergence from the final distribution", "Per genre: mean over the genre's "
+          "prompts of the last token's KL(final || layer) (error bars: standard deviation).", pooled=False)
+    if plan.lens_positions != 0:
+        depth("lens_kl_all", "lens_mean_kl_all_positions", None, "mean KL(final || layer), nats",
+              "Logit lens over positions: mean KL divergence from the final distribution",
+              "Per prompt the mean over the sampled positions; per genre the mean over prompts (error bars: standard "
+              "deviation); black: the mean over every sampled position of the corpus.")
+        depth("lens_agreement", "lens_top1_agreement_all_positions", None, "top-1 agreement with the output",
+              "Logit lens over positions: how often the top-1 token already equals the model's",
+              "Fraction of sampled positions whose top-1 token at this depth is the model's final top-1 token.")
+
+    focus = read_json(plan.result_path(plan.focus.id))
+    path = folder / "lens_heatmap.png"
+    lens_heatmap(plan, focus, tables["lens_top_tokens"], path)
+    figs["lens_heatmap"] = (path, "Rows: where the residual stream of the last token is read (after each block's "
+                            "attention, after each block) and the model's own output; columns: the model's final "
+                            f"top-{plan.top_k} tokens; colour and number: their probability at that depth.")
+    path = folder / "lens_top_tokens.gif"
+    lens_gif(plan, tables["lens_top_tokens"], path)
+    figs["lens_gif"] = (path, "The last token's top tokens and their probabilities, depth by depth (animated).")
+    path = folder / f"attention_block{plan.attention_block}.png"
+    attention_grid(plan, focus["tokens"], path)
+    figs["attention"] = (path, f"Attention pattern of each head of block {plan.attention_block} on {plan.focus.id!r}.")
+    path = folder / f"pca3d_{plan.scatter_site}.png"
+    pca_scatter(plan, path)
+    figs["pca3d"] = (path, "The pooled token cloud on its first three principal components, coloured by position.")
+    return figs

