@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import softmax
-from .threads import for_each
 
 ROWS = 256
 
@@ -44,20 +43,15 @@ def scores(q: np.ndarray, k: np.ndarray, scale: float, mask: np.ndarray) -> np.n
 
 
 def pattern(scores: np.ndarray, out: np.ndarray | None = None, full: bool = False) -> np.ndarray:
-    """Softmax over the keys; `out=scores` overwrites the scores. Heads run on parallel threads
-    (element-wise NumPy is single-threaded)."""
+    """Softmax over the keys; `out=scores` overwrites the scores."""
     out = np.empty_like(scores) if out is None else out
+    if full:
+        return softmax(scores, out=out)
     t = scores.shape[-1]
-
-    def one_head(ij):
-        if full:
-            softmax(scores[ij], out=out[ij])
-            return
+    for i, j in np.ndindex(scores.shape[:2]):
         for r0, r1 in _row_blocks(t):
-            softmax(scores[ij][r0:r1, :r1], out=out[ij][r0:r1, :r1])
-            out[ij][r0:r1, r1:] = 0.0
-
-    for_each(one_head, np.ndindex(scores.shape[:2]))
+            softmax(scores[i, j, r0:r1, :r1], out=out[i, j, r0:r1, :r1])
+            out[i, j, r0:r1, r1:] = 0.0
     return out
 
 

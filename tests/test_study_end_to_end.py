@@ -231,13 +231,9 @@ def test_report_is_self_contained_and_links_nothing_missing(run, plan):
     for href in parser.hrefs:
         assert not href.startswith(("http:", "https:", "/")), href
         assert (run / href).is_file(), href
-    for needed in ("Position 0 is dropped", "KL(q ‖ p)", "TwoNN", "GRIDE", "participation", str(tiny_model_dir_name(plan))):
+    for needed in ("Position 0 is dropped", "KL(q ‖ p)", "TwoNN", "GRIDE", "participation", plan.model_info["source"]):
         assert needed in text, needed
     assert "random" in text  # the note that a local, unknown model may have random weights
-
-
-def tiny_model_dir_name(plan):
-    return plan.model_info["source"]
 
 
 # --------------------------------------------------------------------------------------------
