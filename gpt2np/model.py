@@ -112,17 +112,20 @@ class GPT2:
         return out if batched else out[0]
 
     def unembed(self, resid: np.ndarray) -> np.ndarray:
-        """ln_f and the unembedding applied to any residual stream: the logit lens."""
-        x, batched = self._as_resid(resid)
+        """ln_f and the unembedding applied to any residual stream: the logit lens. Rows are
+        independent here, so any number of them may be passed (not limited to n_ctx)."""
+        x, batched = self._as_resid(resid, positional=False)
         logits = forward.unembed(x, self.params, self.cfg)
         return logits if batched else logits[0]
 
     # -- helpers -----------------------------------------------------------------------------
-    def _as_resid(self, resid) -> tuple[np.ndarray, bool]:
+    def _as_resid(self, resid, positional: bool = True) -> tuple[np.ndarray, bool]:
         x = np.asarray(resid)
         if x.ndim not in (2, 3) or x.shape[-1] != self.cfg.d_model:
             raise InputError(f"a residual stream must have shape (T, {self.cfg.d_model}) or (B, T, {self.cfg.d_model}), got {x.shape}")
-        if x.shape[-2] > self.cfg.n_ctx:
+        if x.dtype.kind != "f":
+            raise InputError(f"a residual stream must be a floating-point array, got dtype {x.dtype}")
+        if positional and x.shape[-2] > self.cfg.n_ctx:
             raise InputError(f"the residual stream has {x.shape[-2]} positions; the model has {self.cfg.n_ctx}")
         return (x, True) if x.ndim == 3 else (x[None], False)
 

@@ -190,3 +190,18 @@ def test_hooks_may_write_into_the_masked_triangle(references):
     np.testing.assert_array_equal(cache["blocks.0.attn.hook_pattern"], np.full((4, 20, 20), 1 / 20))
     mean_v = cache["blocks.0.attn.hook_v"].mean(axis=0)  # (H, E): every query averages all values
     np.testing.assert_allclose(cache["blocks.0.attn.hook_z"], np.broadcast_to(mean_v, (20, 4, 16)), atol=1e-12)
+
+
+def test_unembed_is_the_logit_lens_on_any_number_of_rows(references):
+    model = _load(references["3x4x64"], "save_pretrained", "float64")
+    ids = _ids(300, 30, seed=12)
+    logits, cache = model.run_with_cache(ids, names="blocks.*.hook_resid_post")
+    np.testing.assert_array_equal(model.unembed(cache["blocks.2.hook_resid_post"]), logits)
+    rows = np.concatenate([cache[f"blocks.{i}.hook_resid_post"] for i in range(3)] * 2)  # 180 > n_ctx = 96
+    lens = model.unembed(rows)
+    assert lens.shape == (180, 300)
+    np.testing.assert_allclose(lens[60:90], logits, atol=1e-12)
+    with pytest.raises(gpt2np.InputError, match="shape"):
+        model.unembed(rows[:, :10])
+    with pytest.raises(gpt2np.InputError, match="positions"):
+        model.block(0, rows)
