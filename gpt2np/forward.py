@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import GPT2Config
 from . import causal
+from .config import GPT2Config
 from .ops import conv1d, gelu_new, layer_norm_scale, merge_heads, split_heads
 from .params import AttentionParams, BlockParams, GPT2Params, LayerNormParams, MLPParams
 from .trace import NO_TRACE, Trace
@@ -49,14 +49,13 @@ def attention(
     k = trace.heads(prefix + "hook_k", split_heads(k, cfg.n_head))
     v = trace.heads(prefix + "hook_v", split_heads(v, cfg.n_head))
 
-    scores = causal.scores(q, k, cfg.attention_scale(layer), mask)  # (B, H, T, T)
-    scores = trace(prefix + "hook_attn_scores", scores)
-    # Overwrite the scores with the pattern unless someone outside still holds them; a hook may
-    # have written into the masked triangle, so then compute every entry.
-    keep_scores, edit_scores = trace.needs(prefix + "hook_attn_scores"), prefix + "hook_attn_scores" in trace.hooks
-    pattern = causal.pattern(scores, out=None if keep_scores else scores, full=edit_scores)
-    pattern = trace(prefix + "hook_pattern", pattern)
-    z = causal.weighted_values(pattern, v, full=prefix + "hook_pattern" in trace.hooks)  # (B, H, T, E)
+    scores_name, pattern_name = prefix + "hook_attn_scores", prefix + "hook_pattern"
+    scores = trace(scores_name, causal.scores(q, k, cfg.attention_scale(layer), mask))  # (B, H, T, T)
+    # Overwrite the scores with the pattern unless someone outside still holds them. A hook may
+    # have written into the masked triangle: then every entry is computed.
+    out = None if trace.needs(scores_name) else scores
+    pattern = trace(pattern_name, causal.pattern(scores, out=out, full=scores_name in trace.hooks))
+    z = causal.weighted_values(pattern, v, full=pattern_name in trace.hooks)  # (B, H, T, E)
     z = trace.heads(prefix + "hook_z", z)
     if trace.needs(prefix + "hook_result"):
         w_o = p.c_proj.weight.reshape(cfg.n_head, cfg.d_head, cfg.d_model)  # (H, E, D)
