@@ -34,14 +34,6 @@ def analyse_cloud(X: np.ndarray, settings: EstimatorSettings, cosine_to_last: fl
     return est
 
 
-def unembed_rows(model, resid: np.ndarray) -> np.ndarray:
-    """model.unembed on any number of rows (chunks of at most n_ctx)."""
-    n_ctx = model.cfg.n_ctx
-    if resid.shape[0] <= n_ctx:
-        return model.unembed(resid)
-    return np.concatenate([model.unembed(resid[a:a + n_ctx]) for a in range(0, resid.shape[0], n_ctx)])
-
-
 def lens_for_prompt(model, cache, logits: np.ndarray, lens_sites: list[str], kept: np.ndarray,
                     position_limit: int | None, top_k: int) -> dict:
     """Logit lens of one prompt.
@@ -52,7 +44,7 @@ def lens_for_prompt(model, cache, logits: np.ndarray, lens_sites: list[str], kep
     fraction of positions whose top-1 token equals the final one."""
     final_last = logits[-1]
     resid = np.stack([np.asarray(cache[s])[-1] for s in lens_sites])
-    layer_logits = unembed_rows(model, resid)
+    layer_logits = model.unembed(resid)
     stats = lens.compare(layer_logits, final_last, top_k)
     final = lens.final_summary(final_last, top_k)
     final_ids = np.asarray(final["top_ids"])
@@ -65,7 +57,7 @@ def lens_for_prompt(model, cache, logits: np.ndarray, lens_sites: list[str], kep
         final_pos = lens.FinalDistribution(logits[positions])
         # one unembedding for every site's positions: the (V, D) matrix is read once, not per site
         stacked = np.concatenate([np.asarray(cache[s])[positions] for s in lens_sites])
-        lay_all = unembed_rows(model, stacked)
+        lay_all = model.unembed(stacked)
         for i, s in enumerate(lens_sites):
             lay = lay_all[i * positions.size:(i + 1) * positions.size]
             kl, agree = lens.all_positions(lay, final_pos)

@@ -8,7 +8,6 @@ client retry for half a minute.
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse

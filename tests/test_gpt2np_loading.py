@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 
 import gpt2np
 from gpt2np.config import PRESETS
-from hf_models import SMALL_OTHER, build_reference, torch_forward
+from hf_models import SMALL_OTHER, build_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
