@@ -9,11 +9,22 @@ from an exact engine built on float32 BLAS products (see ``idest.neighbors``).
     idest.pca(X, variance=[0.75, 0.9])  # global PCA counts, spectrum, participation ratio
     idest.gride(X).dimensions           # multiscale GRIDE (DADApy return_id_scaling_gride)
 
+One neighbour search can serve several estimators (bit-identical results; see
+``idest.shared``), and PCA can trade the far tail of the spectrum for speed:
+
+    nb = idest.neighborhoods(X, k=idest.k_needed(twonn=True, mle=20, gride=64))
+    idest.twonn(nb); idest.mle(nb, k=20); idest.gride(nb, range_max=64)
+    idest.pca(X, variance=0.9, solver="covariance")   # "auto" (default) | "covariance" | "svd"
+
 Input handling, for every function: X must be 2-D (n_points, n_features), finite;
 float32 and float64 are used as given, float16 is widened to float32 and integers to
 float64 (exactly); bool, complex and non-numeric data are refused. Duplicated points
 (distance 0) are dropped by default for the neighbour-based estimators, keeping the first
 copy, and counted in ``n_duplicates``; ``on_duplicates="raise"`` refuses them instead.
+The neighbour-based estimators (twonn, twonn_scaling, mle, gride, local_pca) also accept
+the ``Neighborhoods`` of ``idest.neighborhoods(X, k)`` in place of X: they use its metric and
+duplicate policy (passing a different ``metric`` or ``on_duplicates`` is an error) and read
+the first columns they need (holding too few is an error saying which k to compute).
 Errors are ValueError/TypeError saying what was wrong and how to fix it.
 """
 
@@ -21,6 +32,7 @@ from .estimators import GRIDE, MLE, PCA, LocalPCA, TwoNN
 from .gride import gride
 from .mle import mle
 from .neighbors import knn
+from .pca import SOLVERS as PCA_SOLVERS
 from .pca import local_pca, n_components_for_variance, pca, spectrum
 from .pca_rules import RULES as PCA_RULES
 from .pca_rules import pca_rule
@@ -28,10 +40,12 @@ from .results import (
     GrideResult,
     LocalPCAResult,
     MLEResult,
+    Neighborhoods,
     PCAResult,
     TwoNNResult,
     TwoNNScalingResult,
 )
+from .shared import k_needed, neighborhoods
 from .twonn import twonn, twonn_scaling
 
 __all__ = [
@@ -42,10 +56,14 @@ __all__ = [
     "local_pca",
     "gride",
     "knn",
+    "neighborhoods",
+    "k_needed",
     "spectrum",
     "n_components_for_variance",
     "pca_rule",
     "PCA_RULES",
+    "PCA_SOLVERS",
+    "Neighborhoods",
     "TwoNNResult",
     "TwoNNScalingResult",
     "MLEResult",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _array_kernels as ak
+from .results import Neighborhoods
 
 METRICS = ("euclidean", "cosine")
 DUPLICATE_POLICIES = ("drop", "raise")
@@ -40,6 +41,12 @@ def as_points(X, *, name: str = "X") -> CleanPoints:
     """
     if isinstance(X, np.ndarray):
         arr = X
+    elif isinstance(X, Neighborhoods):
+        raise TypeError(
+            f"{name} is an idest.Neighborhoods; this function needs the point cloud itself, the "
+            "(n_points, n_features) array (only twonn, twonn_scaling, mle, gride and local_pca "
+            "accept Neighborhoods)."
+        )
     else:
         try:
             arr = np.asarray(X)

@@ -24,7 +24,8 @@ class _Estimator:
         return dict(self._options)
 
     def fit(self, X, y=None):
-        """Estimate on X (N, D); ``y`` is ignored. Returns self."""
+        """Estimate on X (N, D), or on ``idest.neighborhoods(X, k)`` where the function
+        accepts it; ``y`` is ignored. Returns self."""
         self.result_ = type(self)._function(X, **self._options)
         self.dimension_ = getattr(self.result_, "dimension", None)
         return self

@@ -22,7 +22,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._neighborhoods import neighborhoods
+from ._neighborhoods import for_estimator
 from ._validate import check_int
 from .results import GrideResult
 
@@ -119,8 +119,8 @@ def gride(
     X,
     range_max: int = 64,
     *,
-    metric: str = "euclidean",
-    on_duplicates: str = "drop",
+    metric: str | None = None,
+    on_duplicates: str | None = None,
 ) -> GrideResult:
     """GRIDE intrinsic dimension of X (N, D) at neighbour orders n1 = 1, 2, 4, ... (n2 = 2 n1).
 
@@ -128,10 +128,21 @@ def gride(
     capped at N - 1 (DADApy caps it at N, which fails when N is a power of two <= range_max).
     ``.scales`` holds the n1 values, ``.radii`` the mean of the n1-th and n2-th neighbour
     distances at each scale. Needs at least 3 distinct points.
+
+    X may be ``idest.neighborhoods(X, k)`` instead of the array (same result) if k reaches
+    the largest order, the largest power of two <= min(range_max, N - 1). ``metric``
+    ("euclidean" by default, or "cosine") and ``on_duplicates`` ("drop" by default, or
+    "raise") are as for ``idest.twonn``; with Neighborhoods, theirs.
     """
     range_max = check_int("range_max", range_max, minimum=2)
-    nb_ = neighborhoods(
-        X, _largest_order(range_max), metric=metric, on_duplicates=on_duplicates, min_points=3, method="GRIDE"
+    nb_ = for_estimator(
+        X,
+        _largest_order(range_max),
+        metric=metric,
+        on_duplicates=on_duplicates,
+        min_points=3,
+        method="GRIDE",
+        setting=f"range_max={range_max}",
     )
     dist = nb_.distances
     n2_max = dist.shape[1]

@@ -18,7 +18,7 @@ import numbers
 import numba as nb
 import numpy as np
 
-from ._neighborhoods import neighborhoods
+from ._neighborhoods import for_estimator
 from ._validate import check_choice, check_int
 from .results import MLEResult
 
@@ -74,18 +74,22 @@ def mle(
     *,
     comb: str = "mle",
     unbiased: bool = False,
-    metric: str = "euclidean",
-    on_duplicates: str = "drop",
+    metric: str | None = None,
+    on_duplicates: str | None = None,
 ) -> MLEResult:
     """Levina-Bickel MLE of the intrinsic dimension of X (N, D).
 
     Parameters
     ----------
+    X : the (N, D) array, or ``idest.neighborhoods(X, k)`` holding at least k2 neighbours
+        (same result).
     k : neighbours per point (default 20), or a pair (k1, k2) to average over k1..k2.
     comb : "mle" (default; 1 / mean(1 / local), as skdim), "mean" or "median".
     unbiased : use k - 2 instead of k - 1 in the numerator (skdim's ``unbiased=True``).
-    metric : "euclidean" or "cosine" (1 - cos; halves the estimate, see ``idest.neighbors``).
+    metric : "euclidean" (default) or "cosine" (1 - cos; halves the estimate, see
+        ``idest.neighbors``). With Neighborhoods: theirs (give it only to check it).
     on_duplicates : "drop" (default) or "raise"; with duplicates kept skdim returns 0.
+        With Neighborhoods: theirs.
 
     Needs k2 + 1 distinct points. ``error`` is the standard error across points (delta
     method, points treated as independent). Local values are +inf where all k neighbours
@@ -95,7 +99,7 @@ def mle(
     if unbiased and k1 < 3:
         raise ValueError(f"unbiased=True uses k - 2 in the numerator, so it needs k >= 3; got k={k1}.")
     comb = check_choice("comb", comb, COMBINATIONS)
-    nb_ = neighborhoods(
+    nb_ = for_estimator(
         X, k2, metric=metric, on_duplicates=on_duplicates, min_points=k2 + 1, method="MLE"
     )
     with np.errstate(divide="ignore"):

@@ -193,11 +193,11 @@ def _knn_internal(geo: _Geometry, k: int, workers: int | None = None) -> tuple[n
     idx = np.empty((n, k), dtype=np.int64)
     certified = np.empty(n, dtype=np.bool_)
 
-    def refine(lo: int, hi: int) -> None:
-        kk.refine_candidates(geo.X, geo.s, geo.half_lb, heap_keys, heap_ids, k, d2, idx, certified, lo, hi)
+    def refine(lo: int, hi: int, keys=heap_keys, ids=heap_ids) -> None:
+        kk.refine_candidates(geo.X, geo.s, geo.half_lb, keys, ids, k, d2, idx, certified, lo, hi)
 
     _in_threads(refine, n, workers)
-    del heap_keys, heap_ids
+    del refine, heap_keys, heap_ids  # free the heaps before any repair
 
     todo = np.flatnonzero(~certified)
     if todo.size:

@@ -1,14 +1,16 @@
 """PCA-based dimension: global spectrum and variance thresholds, and local PCA rules.
 
 Eigenvalues are those of the centred covariance with ddof=1 (scikit-learn's
-``explained_variance_``), min(N, D) of them, descending. Globally they are computed as
-scikit-learn's PCA does (covariance eigenvalues when N >= 10 D, singular values of the
-centred data otherwise); per neighbourhood from the k x k Gram matrix when k <= D (same
-nonzero eigenvalues, cheaper). Eigenvalues at rounding level are set to exactly 0: below
-the solver's accuracy (max(N, D) eps times the largest for eigenvalue solvers, its square
-for singular values) or below (max(N, D) eps max|x|)^2, the variance rounding the input
-alone can create. Rules that divide by eigenvalues (maxgap, Fan) then see clean zeros,
-not ratios of noise.
+``explained_variance_``), min(N, D) of them, descending. Globally they are computed by the
+``solver`` asked for: "auto" as scikit-learn's PCA does (covariance eigenvalues when
+N >= 10 D, singular values of the centred data otherwise), "covariance" (eigenvalues of the
+smaller of the D x D covariance and the N x N Gram matrix: fast, a shorter resolved tail)
+or "svd" (singular values: slower, the full tail); per neighbourhood from the k x k Gram
+matrix when k <= D (same nonzero eigenvalues, cheaper). Eigenvalues at rounding level are
+set to exactly 0: below the accuracy of the solver used (max(N, D) eps times the largest
+for eigenvalue solvers, its square for singular values) or below (max(N, D) eps max|x|)^2,
+the variance rounding the input alone can create. Rules that divide by eigenvalues
+(maxgap, Fan) then see clean zeros, not ratios of noise.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._neighborhoods import neighborhoods
+from ._neighborhoods import for_estimator
 from ._validate import as_points, check_choice, check_int, power_of_two_scale
 from .pca_rules import apply_rule, check_rule
 from .results import LocalPCAResult, PCAResult
 
 _CHUNK_BYTES = 64 * 2**20
+SOLVERS = ("auto", "covariance", "svd")
 
 
 def _clean(ev: np.ndarray, relative_tol: float, absolute_tol: float) -> np.ndarray:
@@ -39,33 +42,39 @@ def _input_rounding_variance(n: int, d: int, max_abs: float) -> float:
     return float((max(n, d) * np.finfo(np.float64).eps * max_abs) ** 2)
 
 
-def spectrum(X) -> np.ndarray:
-    """Covariance eigenvalues (ddof=1) of X (N, D), descending, length min(N, D)."""
+def spectrum(X, *, solver: str = "auto") -> np.ndarray:
+    """Covariance eigenvalues (ddof=1) of X (N, D), descending, length min(N, D).
+
+    ``solver`` as for ``idest.pca``: "auto" (default), "covariance" or "svd".
+    """
+    solver = check_choice("solver", solver, SOLVERS)
     points = as_points(X)
-    return _spectrum(points.X, points.max_abs)
+    return _spectrum(points.X, points.max_abs, solver)[0]
 
 
-def _spectrum(X: np.ndarray, max_abs: float) -> np.ndarray:
-    """Like scikit-learn's PCA: the D x D covariance's eigenvalues when N >= 10 D (its
-    'covariance_eigh' solver), else the squared singular values of the centred data."""
+def _chosen_solver(solver: str, n: int, d: int) -> str:
+    """The solver to run. With "auto", as scikit-learn's PCA: its 'covariance_eigh' when
+    N >= 10 D (the D x D matrix is small next to the data), else singular values."""
+    if solver == "auto":
+        return "covariance" if n >= 10 * d else "svd"
+    return solver
+
+
+def _spectrum(X: np.ndarray, max_abs: float, solver: str) -> tuple[np.ndarray, str]:
+    """Eigenvalues (descending, cleaned as in ``_clean``) and the solver actually used."""
     n, d = X.shape
     if n < 2:
         raise ValueError(f"PCA needs at least 2 points; X has {n}.")
+    solver = _chosen_solver(solver, n, d)
     scale = power_of_two_scale(max_abs)  # exact; keeps sums of squares in range
     eps = np.finfo(np.float64).eps
     noise = _input_rounding_variance(n, d, scale * max_abs)
-    rows = max(1, _CHUNK_BYTES // (8 * d))
-    mean = np.zeros(d)
-    for a in range(0, n, rows):
-        mean += (scale * X[a : a + rows].astype(np.float64)).sum(axis=0)
-    mean /= n
-    if n >= 10 * d:
-        cov = np.zeros((d, d))
-        for a in range(0, n, rows):
-            chunk = scale * X[a : a + rows].astype(np.float64) - mean
-            cov += chunk.T @ chunk  # A.T @ A: BLAS syrk
+    mean = _column_mean(X, scale)
+    if solver == "covariance":
+        # the smaller square: the same nonzero eigenvalues either way
+        gram = _covariance(X, scale, mean) if n >= d else _sample_gram(X, scale, mean)
         # eigh resolves eigenvalues down to ~eps * largest
-        ev = _clean(np.linalg.eigvalsh(cov / (n - 1)), max(n, d) * eps, noise)
+        ev = _clean(np.linalg.eigvalsh(gram / (n - 1)), max(n, d) * eps, noise)
     else:
         singular = np.linalg.svd(scale * X.astype(np.float64) - mean, compute_uv=False)
         # singular values below max(N, D) eps * largest are numerically zero
@@ -75,7 +84,44 @@ def _spectrum(X: np.ndarray, max_abs: float) -> np.ndarray:
         raise ValueError(
             "X has zero variance (all points are identical): PCA has no direction to count."
         )
-    return ev
+    return ev, solver
+
+
+def _chunk_rows(d: int) -> int:
+    return max(1, _CHUNK_BYTES // (8 * d))
+
+
+def _column_mean(X: np.ndarray, scale: float) -> np.ndarray:
+    """float64 column means of scale * X, accumulated over row chunks (no float64 copy)."""
+    n, d = X.shape
+    rows = _chunk_rows(d)
+    mean = np.zeros(d)
+    for a in range(0, n, rows):
+        mean += (scale * X[a : a + rows].astype(np.float64)).sum(axis=0)
+    return mean / n
+
+
+def _covariance(X: np.ndarray, scale: float, mean: np.ndarray) -> np.ndarray:
+    """D x D scatter matrix of the centred data, summed over row chunks: memory D^2 + chunk."""
+    n, d = X.shape
+    rows = _chunk_rows(d)
+    cov = np.zeros((d, d))
+    for a in range(0, n, rows):
+        chunk = scale * X[a : a + rows].astype(np.float64) - mean
+        cov += chunk.T @ chunk  # A.T @ A: BLAS syrk
+    return cov
+
+
+def _sample_gram(X: np.ndarray, scale: float, mean: np.ndarray) -> np.ndarray:
+    """N x N Gram matrix of the centred rows, summed over column chunks: memory N^2 + chunk.
+    (Centring is per column, so each column chunk is centred on its own.)"""
+    n, d = X.shape
+    cols = max(1, _CHUNK_BYTES // (8 * n))
+    gram = np.zeros((n, n))
+    for a in range(0, d, cols):
+        chunk = scale * X[:, a : a + cols].astype(np.float64) - mean[a : a + cols]
+        gram += chunk @ chunk.T  # A @ A.T: BLAS syrk
+    return gram
 
 
 def n_components_for_variance(spectrum, levels) -> np.ndarray:
@@ -95,16 +141,30 @@ def _check_levels(levels) -> np.ndarray:
     return values
 
 
-def pca(X, variance: float | Sequence[float] = 0.9) -> PCAResult:
+def pca(X, variance: float | Sequence[float] = 0.9, *, solver: str = "auto") -> PCAResult:
     """Global PCA dimension of X (N, D).
 
     ``variance`` is one fraction or several (e.g. [0.75, 0.8, 0.85, 0.9, 0.95]); all are
     read off one eigen-decomposition. ``.dimension`` is the count for the first level,
     ``.dimensions`` the counts for all. Duplicated points are kept (they carry variance).
+
+    ``solver`` (recorded in ``.solver`` as the one used):
+
+    * "auto" (default), as scikit-learn's PCA: "covariance" when N >= 10 D, else "svd".
+    * "covariance": float64 eigenvalues of the D x D covariance, or when N < D of the
+      N x N Gram matrix of the centred rows (the same nonzero eigenvalues), accumulated
+      in chunks (memory O(min(N, D)^2 + 64 MiB)). Several times faster than "svd" on large
+      clouds (9,335 x 3,072: 3.3 s against 8.8 s here), but it resolves eigenvalues only down
+      to ~max(N, D) eps times the largest: smaller ones are set to 0, so the far tail of
+      the spectrum (and anything computed from it) is less precise. The counts for
+      variance levels and the participation ratio rest on the large eigenvalues.
+    * "svd": squared singular values of the centred data, resolved down to the square of
+      that: the accurate tail, at the cost of the SVD.
     """
     levels = _check_levels(variance)
+    solver = check_choice("solver", solver, SOLVERS)
     points = as_points(X)
-    ev = _spectrum(points.X, points.max_abs)
+    ev, used = _spectrum(points.X, points.max_abs, solver)
     dims = n_components_for_variance(ev, levels)
     return PCAResult(
         dimension=int(dims[0]),
@@ -115,6 +175,7 @@ def pca(X, variance: float | Sequence[float] = 0.9) -> PCAResult:
         participation_ratio=float(ev.sum() ** 2 / np.sum(ev * ev)),
         n_points=points.X.shape[0],
         n_features=points.X.shape[1],
+        solver=used,
     )
 
 
@@ -144,8 +205,8 @@ def local_pca(
     rule: str = "FO",
     *,
     comb: str = "mean",
-    metric: str = "euclidean",
-    on_duplicates: str = "drop",
+    metric: str | None = None,
+    on_duplicates: str | None = None,
     **rule_params,
 ) -> LocalPCAResult:
     """PCA rule on each point's k nearest neighbours (skdim ``lPCA(ver=rule).fit_pw(X,
@@ -155,12 +216,14 @@ def local_pca(
     rule : "FO", "Fan", "maxgap", "ratio", "Kaiser", "broken_stick" or
         "participation_ratio"; parameters alpha_fo, alpha_fan, beta_fan, p_fan, alpha_ratio
         (skdim's alphaFO, alphaFan, betaFan, PFan, alphaRatio) as keyword arguments.
-    Needs k >= 2 and k + 1 distinct points.
+    Needs k >= 2 and k + 1 distinct points. X may be ``idest.neighborhoods(X, k')`` with
+    k' >= k instead of the array (same result); ``metric`` ("euclidean" by default, or
+    "cosine") and ``on_duplicates`` ("drop" by default, or "raise") are then theirs.
     """
     check_rule(rule)
     comb = check_choice("comb", comb, ("mean", "median"))
     k = check_int("k", k, minimum=2)
-    nb_ = neighborhoods(X, k, metric=metric, on_duplicates=on_duplicates, min_points=k + 1, method="local PCA")
+    nb_ = for_estimator(X, k, metric=metric, on_duplicates=on_duplicates, min_points=k + 1, method="local PCA")
     spectra = _local_spectra(nb_.points, nb_.indices)
     if np.any(spectra[:, 0] == 0.0):
         raise ValueError("A neighbourhood has zero variance; local PCA is undefined there.")

@@ -16,6 +16,37 @@ def _array():
 
 
 @dataclass(frozen=True, kw_only=True)
+class Neighborhoods:
+    """Exact k nearest neighbours of the distinct points of X, from ``idest.neighborhoods``:
+    one search that ``twonn``, ``twonn_scaling``, ``mle``, ``gride`` and ``local_pca`` accept
+    in place of X, giving bit-identical results (each reads the first columns it needs).
+
+    distances : (n_points, k) float64, ascending along each row: Euclidean distances, or
+        cosine distances (1 - cos) for ``metric="cosine"``; the point itself excluded.
+    indices : (n_points, k) int64, rows of ``points`` (not of X: ``point_index[indices]``
+        gives rows of X); equal distances are ordered by index.
+    points : (n_points, D) the distinct points, float32 or float64 as validated; a read-only
+        view of X when nothing was dropped or converted (do not modify X while using this).
+    point_index : (n_points,) the row of X each distinct point came from (the first copy).
+    k : neighbours per point held, min(the k asked for, n_points - 1): a cloud of any size
+        gives an object, and an estimator asked for more than the cloud has reports too few
+        points in the same words as when it is given X.
+
+    The arrays are read-only.
+    """
+
+    distances: np.ndarray = _array()
+    indices: np.ndarray = _array()
+    points: np.ndarray = _array()
+    point_index: np.ndarray = _array()
+    k: int
+    n_points: int  # distinct points
+    n_duplicates: int  # rows of X dropped as repeats of earlier rows
+    metric: str
+    on_duplicates: str  # the duplicate policy the search used ("drop" or "raise")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TwoNNResult:
     """TwoNN estimate (Facco et al. 2017).
 
@@ -100,6 +131,8 @@ class PCAResult:
     spectrum : min(N, D) eigenvalues, descending; numerically zero ones set to 0.
     explained_variance_ratio : spectrum / spectrum.sum().
     participation_ratio : (sum spectrum)^2 / sum spectrum^2.
+    solver : how the spectrum was computed: "covariance" (eigenvalues of the covariance,
+        or of the Gram matrix when N < D) or "svd" (singular values of the centred data).
     """
 
     dimension: int
@@ -110,6 +143,7 @@ class PCAResult:
     participation_ratio: float
     n_points: int
     n_features: int
+    solver: str
 
     def rule(self, name: str, **params) -> float:
         """Apply one of the local-PCA rules ("FO", "Fan", "maxgap", "ratio", "Kaiser",

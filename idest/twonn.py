@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._neighborhoods import neighborhoods
+from ._neighborhoods import for_estimator
 from ._validate import CleanPoints, check_choice, check_fraction, check_int
 from .neighbors import _knn_internal, _prepare, _to_user_distances
 from .results import TwoNNResult, TwoNNScalingResult
@@ -65,29 +65,30 @@ def _check_options(discard_fraction, method):
 
 def twonn(
     X,
-    metric: str = "euclidean",
+    metric: str | None = None,
     discard_fraction: float = 0.1,
     *,
     method: str = "linear",
-    on_duplicates: str = "drop",
+    on_duplicates: str | None = None,
 ) -> TwoNNResult:
     """TwoNN intrinsic dimension of the point cloud X (N, D).
 
     Parameters
     ----------
+    X : the (N, D) array, or ``idest.neighborhoods(X, k)`` with k >= 2 (same result).
     metric : "euclidean" (default) or "cosine" (1 - cos; halves ratio-based IDs, see
-        ``idest.neighbors``).
+        ``idest.neighbors``). With Neighborhoods: theirs (give it only to check it).
     discard_fraction : fraction of the largest ratios left out of the fit (default 0.1,
         DADApy's mu_fraction=0.9).
     method : "linear" (default; DADApy/skdim) or "mle".
     on_duplicates : "drop" (default: keep one copy of each repeated point, count the rest in
-        ``n_duplicates``) or "raise".
+        ``n_duplicates``) or "raise". With Neighborhoods: theirs.
 
     Needs N >= 4 distinct points with the default fraction (3 ratios must be fitted).
     """
     discard_fraction, method = _check_options(discard_fraction, method)
     min_points = max(3, int(np.ceil(3 / max(1e-12, 1 - discard_fraction))))
-    nb = neighborhoods(
+    nb = for_estimator(
         X, 2, metric=metric, on_duplicates=on_duplicates, min_points=min_points, method="TwoNN", k_name=None
     )
     mu = nb.distances[:, 1] / nb.distances[:, 0]
@@ -109,15 +110,19 @@ def twonn(
 
 def twonn_scaling(
     X,
-    metric: str = "euclidean",
+    metric: str | None = None,
     discard_fraction: float = 0.1,
     *,
     method: str = "linear",
     n_min: int = 10,
     seed: int = 42,
-    on_duplicates: str = "drop",
+    on_duplicates: str | None = None,
 ) -> TwoNNScalingResult:
     """TwoNN at growing length scales by decimation (DADApy ``return_id_scaling_2NN``).
+
+    X, metric, discard_fraction, method, on_duplicates: as ``idest.twonn`` (X may be
+    ``idest.neighborhoods(X, k)`` with k >= 2: the full level reads its neighbours, the
+    subsets are searched from its distinct points).
 
     Level i uses round(N / 2**i) points (i = 0, 1, ... while floor(log2 N) - 1 levels remain
     and the size exceeds ``n_min``), drawn round(N / size) times without replacement from
@@ -127,11 +132,11 @@ def twonn_scaling(
     discard_fraction, method = _check_options(discard_fraction, method)
     n_min = check_int("n_min", n_min, minimum=3)
     seed = check_int("seed", seed, minimum=0)
-    full = neighborhoods(
+    full = for_estimator(
         X, 2, metric=metric, on_duplicates=on_duplicates, min_points=max(4, n_min + 1), method="TwoNN scaling",
         k_name=None,
     )
-    n = full.points.shape[0]
+    n = full.n_points
     levels = max(0, n.bit_length() - 2)  # DADApy: int(log2(N)) - 1
     sizes = np.round(n / 2.0 ** np.arange(levels)).astype(int)
     sizes = sizes[sizes > n_min]

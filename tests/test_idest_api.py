@@ -1,6 +1,7 @@
 """The public API contract: names, result attributes, options, wrappers, determinism."""
 
 import dataclasses
+import importlib
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ def X():
 
 def test_exports():
     for name in ("twonn", "mle", "pca", "gride", "knn", "local_pca", "twonn_scaling", "n_components_for_variance",
+                 "neighborhoods", "k_needed", "Neighborhoods", "PCA_SOLVERS",
                  "TwoNN", "MLE", "PCA", "LocalPCA", "GRIDE", "TwoNNResult", "MLEResult", "PCAResult", "GrideResult"):
         assert hasattr(idest, name), name
 
@@ -146,3 +148,77 @@ def test_local_pca_and_rules(X):
     spectrum = idest.pca(X).spectrum
     assert idest.pca_rule(spectrum, "participation_ratio") == pytest.approx(idest.pca(X).participation_ratio, rel=1e-12)
     assert set(idest.PCA_RULES) == {"FO", "Fan", "maxgap", "ratio", "Kaiser", "broken_stick", "participation_ratio"}
+
+
+def well_conditioned(n, d, seed):
+    """Gaussian data with axis scales from 1 down to 0.2 (condition 25), rotated and moved
+    away from the origin: eigenvalues well above any solver's resolution."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    return rng.standard_normal((n, d)) * np.linspace(1.0, 0.2, d) @ q + 5.0
+
+
+# N > D (the D x D covariance; "auto" would use the SVD here, N < 10 D) and N < D (the
+# N x N Gram matrix of the centred rows)
+SHAPES = [(600, 80), (60, 200)]
+
+
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_pca_solvers_agree_with_scikit_learn(n, d):
+    sklearn_decomposition = pytest.importorskip("sklearn.decomposition")
+    X = well_conditioned(n, d, seed=n)
+    ref = sklearn_decomposition.PCA(svd_solver="full").fit(X).explained_variance_
+    levels = [0.5, 0.75, 0.9, 0.95]
+    results = {solver: idest.pca(X, variance=levels, solver=solver) for solver in ("covariance", "svd")}
+    for solver, p in results.items():
+        assert p.solver == solver and p.spectrum.shape == (min(n, d),)
+        np.testing.assert_allclose(p.spectrum[:50], ref[:50], rtol=1e-10)
+        for v, count in zip(levels, p.dimensions):
+            assert sklearn_decomposition.PCA(n_components=v, svd_solver="full").fit(X).n_components_ == count
+    np.testing.assert_allclose(results["covariance"].spectrum[:50], results["svd"].spectrum[:50], rtol=1e-10)
+    np.testing.assert_array_equal(results["covariance"].dimensions, results["svd"].dimensions)
+
+
+@pytest.mark.parametrize("n,d", [(600, 80), (60, 200), (900, 80)])
+def test_pca_auto_is_scikit_learns_choice(n, d):
+    # bit-identical to the solver scikit-learn's rule picks: covariance when N >= 10 D
+    X = well_conditioned(n, d, seed=1)
+    expected = "covariance" if n >= 10 * d else "svd"
+    auto = idest.pca(X)
+    assert auto.solver == expected
+    np.testing.assert_array_equal(auto.spectrum, idest.pca(X, solver=expected).spectrum)
+    np.testing.assert_array_equal(idest.spectrum(X), auto.spectrum)
+    np.testing.assert_array_equal(idest.spectrum(X, solver="svd"), idest.pca(X, solver="svd").spectrum)
+
+
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_pca_covariance_chunks(monkeypatch, n, d):
+    # a tiny chunk size: the covariance (or Gram matrix) is summed over many row (or
+    # column) chunks; only the summation order changes
+    X = well_conditioned(n, d, seed=2)
+    whole = idest.pca(X, solver="covariance").spectrum
+    pca_module = importlib.import_module("idest.pca")  # idest.pca is also the function
+    monkeypatch.setattr(pca_module, "_CHUNK_BYTES", 8 * 7 * max(n, d))
+    chunked = idest.pca(X, solver="covariance").spectrum
+    np.testing.assert_allclose(chunked[:50], whole[:50], rtol=1e-12)
+
+
+def test_pca_cleaning_follows_the_solver():
+    # covariance eigenvalues exactly s^2 / (n - 1): X = Q diag(s) V^T with Q's columns
+    # orthonormal and centred. The smallest, 1e-20 of the largest, lies below the
+    # covariance solver's resolution (~max(N, D) eps = 4e-14 relative) and above the SVD's
+    # (its square): the SVD keeps it, the covariance solver sets it to 0.
+    rng = np.random.default_rng(5)
+    n = 200
+    z = rng.standard_normal((n, 3))
+    q, _ = np.linalg.qr(z - z.mean(axis=0))
+    v, _ = np.linalg.qr(rng.standard_normal((5, 3)))
+    s = np.array([10.0, 1.0, 1e-9])
+    X = (q * s) @ v.T
+    exact = s**2 / (n - 1)
+    svd = idest.pca(X, solver="svd").spectrum
+    cov = idest.pca(X, solver="covariance").spectrum
+    np.testing.assert_allclose(svd[:3], exact, rtol=1e-5)
+    np.testing.assert_allclose(cov[:2], exact[:2], rtol=1e-12)
+    assert np.all(cov[2:] == 0) and np.all(svd[3:] == 0)
+    assert idest.pca(X).solver == "covariance" and idest.pca(X).spectrum[2] == 0  # N >= 10 D

@@ -17,6 +17,7 @@ ALL = {
     "local_pca": lambda X: idest.local_pca(X, k=5),
     "knn": lambda X: idest.knn(X, 3),
     "twonn_scaling": lambda X: idest.twonn_scaling(X),
+    "neighborhoods": lambda X: idest.neighborhoods(X, 3),
 }
 
 
@@ -83,6 +84,8 @@ def test_too_few_after_dropping_duplicates():
         (lambda: idest.mle(GOOD, comb="max"), ValueError, "comb must be one of"),
         (lambda: idest.pca(GOOD, variance=1.5), ValueError, r"must lie in \(0, 1\]"),
         (lambda: idest.pca(GOOD, variance=[]), ValueError, r"must lie in \(0, 1\]"),
+        (lambda: idest.pca(GOOD, solver="eigh"), ValueError, r"solver must be one of \('auto', 'covariance', 'svd'\); got 'eigh'"),
+        (lambda: idest.spectrum(GOOD, solver=None), ValueError, r"solver must be one of .*got None"),
         (lambda: idest.local_pca(GOOD, k=5, rule="elbow"), ValueError, "rule must be one of"),
         (lambda: idest.local_pca(GOOD, k=5, alpha=1), TypeError, "Unknown PCA-rule parameter"),
         (lambda: idest.gride(GOOD, range_max=1), ValueError, "range_max must be at least 2"),

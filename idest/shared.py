@@ -1,0 +1,89 @@
+"""One neighbour search for several estimators.
+
+    nb = idest.neighborhoods(X, k=idest.k_needed(twonn=True, mle=20, gride=64))
+    idest.twonn(nb); idest.mle(nb, k=20); idest.gride(nb, range_max=64)
+
+The neighbour search is most of the cost of TwoNN, MLE and GRIDE. ``neighborhoods`` runs it
+once, with the largest k any of them needs, and each estimator reads the first columns it
+needs. Because the engine is exact and orders equal distances by index, the first k
+columns of a search for more neighbours are exactly a k search, so the results are
+bit-identical to calling each estimator on X.
+"""
+
+from __future__ import annotations
+
+from ._neighborhoods import search
+from ._validate import check_int
+from .gride import _largest_order
+from .mle import _parse_k
+from .results import Neighborhoods
+
+
+def neighborhoods(X, k: int, *, metric: str = "euclidean", on_duplicates: str = "drop") -> Neighborhoods:
+    """Exact k nearest neighbours of the distinct points of X (N, D), to pass to
+    ``idest.twonn``, ``twonn_scaling``, ``mle``, ``gride`` and ``local_pca`` in place of X.
+
+    X is validated and duplicated points are dropped (first copy kept) or refused
+    (``on_duplicates="raise"``) exactly as the estimators do. ``k`` (>= 1) is capped at the
+    number of distinct points minus one, so one k serves clouds of every size: an estimator
+    that needs more neighbours than a small cloud has then refuses it with the message it
+    gives for X itself. Use ``idest.k_needed`` for the k of several estimators.
+
+    An estimator given the result uses its metric and duplicate policy; passing a different
+    ``metric`` or ``on_duplicates`` to it is an error, and so is asking for more neighbours
+    than the result holds (the message says which k to compute).
+    """
+    k = check_int("k", k, minimum=1)
+    nb = search(
+        X,
+        lambda n: min(k, n - 1),  # a single distinct point gets no neighbours (k = 0)
+        metric=metric,
+        on_duplicates=on_duplicates,
+        min_points=1,
+        method="idest.neighborhoods",
+        k_name=None,
+    )
+    return _read_only(nb)
+
+
+def _read_only(nb: Neighborhoods) -> Neighborhoods:
+    """Freeze the arrays too: the estimators trust them. ``points`` may be a view of the
+    caller's X, so it gets a read-only view and X's own flags are left alone."""
+    points = nb.points.view()
+    arrays = {"distances": nb.distances, "indices": nb.indices, "point_index": nb.point_index, "points": points}
+    for array in arrays.values():
+        array.flags.writeable = False
+    return Neighborhoods(
+        **arrays,
+        k=nb.k,
+        n_points=nb.n_points,
+        n_duplicates=nb.n_duplicates,
+        metric=nb.metric,
+        on_duplicates=nb.on_duplicates,
+    )
+
+
+def k_needed(*, twonn: bool = False, mle=None, gride=None, local_pca=None) -> int:
+    """The k for ``idest.neighborhoods(X, k)`` that serves every estimator named, on a cloud
+    of any size (``neighborhoods`` caps k for small clouds).
+
+    twonn : True if ``idest.twonn`` or ``idest.twonn_scaling`` will read the result (2).
+    mle : the ``k`` that will be given to ``idest.mle`` (an integer, or (k1, k2): k2).
+    gride : the ``range_max`` that will be given to ``idest.gride`` (its largest order
+        n2: the largest power of two <= range_max).
+    local_pca : the ``k`` that will be given to ``idest.local_pca``.
+    """
+    needs = []
+    if twonn:
+        needs.append(2)
+    if mle is not None:
+        needs.append(_parse_k(mle)[1])
+    if gride is not None:
+        range_max = check_int("range_max", gride, minimum=2)
+        # the order GRIDE needs on a cloud large enough not to cap it (N - 1 >= range_max)
+        needs.append(_largest_order(range_max)(range_max + 1))
+    if local_pca is not None:
+        needs.append(check_int("k", local_pca, minimum=2))
+    if not needs:
+        raise ValueError("k_needed: name at least one estimator (twonn=True, mle=k, gride=range_max, local_pca=k).")
+    return max(needs)
