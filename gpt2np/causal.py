@@ -13,6 +13,8 @@ the edit may have put something into the upper triangle.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .ops import softmax
@@ -25,19 +27,26 @@ def _row_blocks(t: int):
         yield r0, min(r0 + ROWS, t)
 
 
-def scores(q: np.ndarray, k: np.ndarray, scale: float, mask: np.ndarray) -> np.ndarray:
-    """(q·kᵀ)·scale + mask: (B, H, T, E) x2 -> (B, H, T, T). `mask` is additive and causal:
-    (T, T), or (B, 1, T, T) when padded keys are hidden as well."""
+def scores(q: np.ndarray, k: np.ndarray, scale: float, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(q·kᵀ)·scale + mask: (B, H, T, E) x2 -> (B, H, T, T), into `out` if given. `mask` is
+    additive and causal: (T, T), or (B, 1, T, T) when padded keys are hidden as well."""
     b, h, t, _ = q.shape
-    out = np.empty((b, h, t, t), dtype=q.dtype)
+    out = np.empty((b, h, t, t), dtype=q.dtype) if out is None else out
     scale = q.dtype.type(scale)
+    # A power-of-two scale (1/8 for every GPT-2 size) is exact, so it can scale q (T x E) instead
+    # of the scores (T x T) without changing a bit.
+    pre_scaled = math.frexp(scale)[0] == 0.5
     for i, j in np.ndindex(b, h):  # sequential: each product already uses every core (BLAS)
-        head_mask = mask if mask.ndim == 2 else mask[i, 0]
+        head_q = q[i, j] * scale if pre_scaled else q[i, j]
         for r0, r1 in _row_blocks(t):
             block = out[i, j, r0:r1, :r1]
-            np.matmul(q[i, j, r0:r1], k[i, j, :r1].T, out=block)
-            block *= scale
-            block += head_mask[r0:r1, :r1]
+            np.matmul(head_q[r0:r1], k[i, j, :r1].T, out=block)
+            if not pre_scaled:
+                block *= scale
+            if mask.ndim == 2:  # causal alone: left of the diagonal square the mask is all 0
+                block[:, r0:] += mask[r0:r1, r0:r1]
+            else:
+                block += mask[i, 0, r0:r1, :r1]
             out[i, j, r0:r1, r1:] = -np.inf
     return out
 

@@ -50,10 +50,12 @@ def attention(
     v = trace.heads(prefix + "hook_v", split_heads(v, cfg.n_head))
 
     scores_name, pattern_name = prefix + "hook_attn_scores", prefix + "hook_pattern"
-    scores = trace(scores_name, causal.scores(q, k, cfg.attention_scale(layer), mask))  # (B, H, T, T)
+    b, h, t, _ = q.shape
+    kept = trace.buffer(scores_name, (b, h, t, t), q.dtype)  # None unless the scores are kept
+    scores = trace(scores_name, causal.scores(q, k, cfg.attention_scale(layer), mask, out=kept))  # (B, H, T, T)
     # Overwrite the scores with the pattern unless someone outside still holds them. A hook may
     # have written into the masked triangle: then every entry is computed.
-    out = None if trace.needs(scores_name) else scores
+    out = trace.buffer(pattern_name, scores.shape, scores.dtype) if trace.needs(scores_name) else scores
     pattern = trace(pattern_name, causal.pattern(scores, out=out, full=scores_name in trace.hooks))
     z = causal.weighted_values(pattern, v, full=pattern_name in trace.hooks)  # (B, H, T, E)
     z = trace.heads(prefix + "hook_z", z)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections import Counter
 from typing import Iterator
 
 import numpy as np
@@ -11,9 +12,10 @@ from . import forward
 from .config import GPT2Config
 from .errors import InputError, UnknownNameError
 from .inputs import as_batch, check_attention_mask
-from .names import NamesFilter, hook_names, resolve_names, unknown_name_message
+from .names import NamesFilter, hook_names, resolve_names, site_shape, unknown_name_message
 from .ops import causal_mask, padding_mask
 from .params import GPT2Params
+from .recycle import BufferPool
 from .trace import Hook, Trace
 
 
@@ -59,6 +61,7 @@ class GPT2:
         self.cfg = cfg
         self.source = source
         self.dtype = params.wte.dtype
+        self._pool = BufferPool()  # memory of kept tensors, reused once a cache is dropped
 
     def __repr__(self) -> str:
         c = self.cfg
@@ -77,18 +80,30 @@ class GPT2:
 
     def run_with_cache(
         self, ids, names: NamesFilter = None, hooks: dict[str, Hook] | None = None, attention_mask=None,
-    ) -> tuple[np.ndarray, ActivationCache]:
+        return_type: str | None = "logits",
+    ) -> tuple[np.ndarray | None, ActivationCache]:
         """Run the model and keep the tensors `names` selects (None: all but attn.hook_result;
         a name, a glob pattern, a list of them, or a callable). `hooks` maps a tensor name to
-        `fn(array, name)`, whose return value (if not None) replaces the tensor downstream."""
+        `fn(array, name)`, whose return value (if not None) replaces the tensor downstream.
+        `return_type=None` (as in TransformerLens) skips the unembedding and returns (None,
+        cache): the (T, d_vocab) logits are the largest product of the pass."""
+        if return_type not in ("logits", None):
+            raise InputError(f"return_type must be 'logits' or None, got {return_type!r}")
         batch, batched = as_batch(ids, self.cfg)
         mask = self._mask(batch, attention_mask)
-        trace = Trace(resolve_names(names, self.cfg), self._check_hooks(hooks), batched)
+        keep = resolve_names(names, self.cfg)
+        self._pool.plan(self._kept_sizes(keep, batch.shape))
+        trace = Trace(keep, self._check_hooks(hooks), batched, self._pool)
         resid = forward.embed(batch, self.params, trace)
         for layer, block_params in enumerate(self.params.h):
             resid = forward.block(resid, block_params, self.cfg, layer, mask, trace)
+        cache = ActivationCache(trace.cache, self.hook_names)
+        if return_type is None:
+            if any(n.startswith("ln_final.") for n in [*keep, *trace.hooks]):
+                forward.layer_norm(resid, self.params.ln_f, self.cfg.layer_norm_eps, trace, "ln_final.")
+            return None, cache
         logits = forward.unembed(resid, self.params, self.cfg, trace)
-        return (logits if batched else logits[0]), ActivationCache(trace.cache, self.hook_names)
+        return (logits if batched else logits[0]), cache
 
     def run_with_hooks(self, ids, hooks: dict[str, Hook], attention_mask=None) -> np.ndarray:
         """Logits of a run in which `hooks` may replace tensors (patching, ablation)."""
@@ -118,7 +133,18 @@ class GPT2:
         logits = forward.unembed(x, self.params, self.cfg)
         return logits if batched else logits[0]
 
+    def release_memory(self) -> None:
+        """Give back the memory the model holds for reuse by later runs (see recycle.py): kept
+        tensors of caches that no longer exist. Arrays still in use are never touched."""
+        self._pool.clear()
+
     # -- helpers -----------------------------------------------------------------------------
+    def _kept_sizes(self, keep: frozenset[str], batch_shape: tuple[int, int]) -> Counter:
+        """How many arrays of each byte size a run keeping `keep` will hold."""
+        b, t = batch_shape
+        item = self.dtype.itemsize
+        return Counter(b * int(np.prod(site_shape(n, self.cfg, t))) * item for n in keep)
+
     def _as_resid(self, resid, positional: bool = True) -> tuple[np.ndarray, bool]:
         x = np.asarray(resid)
         if x.ndim not in (2, 3) or x.shape[-1] != self.cfg.d_model:

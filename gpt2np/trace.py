@@ -2,7 +2,8 @@
 
 The forward functions call `trace(name, array)` at every site and carry on with what it returns.
 Arrays inside the forward pass always have a batch axis; the public view (what is cached and what
-hooks see) drops it when the caller passed a single sequence.
+hooks see) drops it when the caller passed a single sequence. Kept tensors live in memory from
+the model's BufferPool (see recycle.py), which the next run reuses once the cache is dropped.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from typing import Callable
 
 import numpy as np
 
+from .recycle import BufferPool
+
 Hook = Callable[[np.ndarray, str], "np.ndarray | None"]
 
 
 class Trace:
-    def __init__(self, keep: frozenset[str] = frozenset(), hooks: dict[str, Hook] | None = None, batched: bool = True):
+    def __init__(
+        self, keep: frozenset[str] = frozenset(), hooks: dict[str, Hook] | None = None, batched: bool = True,
+        pool: BufferPool | None = None,
+    ):
         self.keep = keep
         self.hooks = hooks or {}
         self.batched = batched
+        self.pool = pool or BufferPool()
         self.cache: dict[str, np.ndarray] = {}
 
     def needs(self, name: str) -> bool:
@@ -35,8 +42,13 @@ class Trace:
             public = _apply_hook(hook, name, public)
             value = public if self.batched else public[None]
         if name in self.keep:
-            self.cache[name] = public
+            self.cache[name] = self.pool.keep(public)
         return value
+
+    def buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        """Pool memory to compute a kept tensor into (batched shape), saving the copy `keep` would
+        make; None when the tensor is not kept."""
+        return self.pool.empty(shape, dtype) if name in self.keep else None
 
     def heads(self, name: str, value: np.ndarray) -> np.ndarray:
         """Like __call__ for per-head tensors held as (B, H, T, ·) but shown as (B, T, H, ·)."""

@@ -205,3 +205,17 @@ def test_unembed_is_the_logit_lens_on_any_number_of_rows(references):
         model.unembed(rows[:, :10])
     with pytest.raises(gpt2np.InputError, match="positions"):
         model.block(0, rows)
+
+
+def test_return_type_none_skips_only_the_unembedding(references):
+    model = _load(references["3x4x64"], "save_pretrained", "float32")
+    ids = _ids(300, 25, seed=13)
+    logits, full = model.run_with_cache(ids)
+    nothing, cache = model.run_with_cache(ids, return_type=None)
+    assert nothing is None
+    assert list(cache) == list(full)  # ln_final included: it comes before the unembedding
+    for name in full:
+        np.testing.assert_array_equal(cache[name], full[name], err_msg=name)
+    np.testing.assert_array_equal(model.unembed(cache["blocks.2.hook_resid_post"]), logits)
+    with pytest.raises(gpt2np.InputError, match="return_type"):
+        model.run_with_cache(ids, return_type="loss")
