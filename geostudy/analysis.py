@@ -34,15 +34,22 @@ def analyse_cloud(X: np.ndarray, settings: EstimatorSettings, cosine_to_last: fl
     return est
 
 
-def lens_for_prompt(model, cache, logits: np.ndarray, lens_sites: list[str], kept: np.ndarray,
+def lens_for_prompt(model, cache, lens_sites: list[str], kept: np.ndarray,
                     position_limit: int | None, top_k: int) -> dict:
     """Logit lens of one prompt.
 
     Last token: at each lens site, the residual stream of the prompt's last token goes through
     ln_f and the unembedding (model.unembed); compared with the model's own final distribution.
     All positions: at up to `position_limit` kept positions, mean KL(final || layer) and the
-    fraction of positions whose top-1 token equals the final one."""
-    final_last = logits[-1]
+    fraction of positions whose top-1 token equals the final one.
+
+    The model's own logits are those of the last block's output, unembedded here at the
+    positions used only (the cache comes from a run with return_type=None: unembedding every
+    position would be the largest product of the forward pass)."""
+    output = np.asarray(cache[f"blocks.{model.cfg.n_layer - 1}.hook_resid_post"])  # (T, D)
+    positions = lens.sample_positions(kept, position_limit)
+    final_rows = model.unembed(output[np.append(positions, output.shape[0] - 1)])
+    final_last = final_rows[-1]
     resid = np.stack([np.asarray(cache[s])[-1] for s in lens_sites])
     layer_logits = model.unembed(resid)
     stats = lens.compare(layer_logits, final_last, top_k)
@@ -51,10 +58,9 @@ def lens_for_prompt(model, cache, logits: np.ndarray, lens_sites: list[str], kep
     logp = lens.log_softmax64(layer_logits)
     tracked = np.exp(logp[:, final_ids])  # (S, k): each site's probability of the final top-k tokens
 
-    positions = lens.sample_positions(kept, position_limit)
     all_pos = {}
     if positions.size:
-        final_pos = lens.FinalDistribution(logits[positions])
+        final_pos = lens.FinalDistribution(final_rows[:-1])
         # one unembedding for every site's positions: the (V, D) matrix is read once, not per site
         stacked = np.concatenate([np.asarray(cache[s])[positions] for s in lens_sites])
         lay_all = model.unembed(stacked)

@@ -196,15 +196,20 @@ def write_report(plan, tables: dict, figures: dict, path: Path) -> None:
         f"{est.gride_range_max}), so the ID is seen at growing length scales; error: Fisher-information standard "
         "error. <b>PCA</b>: the number of principal components needed for 75, 80, 85, 90 and 95% of the variance "
         "(a linear, global notion of dimension, typically far above the nonlinear estimates) and the participation "
-        "ratio (Σλ)²/Σλ². Repeated points are dropped by the neighbour-based estimators. An estimate that "
+        "ratio (Σλ)²/Σλ². Repeated points are dropped by the neighbour-based estimators, which read one "
+        "shared exact neighbour search per cloud (<code>idest.neighborhoods</code>; identical results to "
+        "separate searches). An estimate that "
         f"cannot be made (too few points for the estimator) is listed in <code>tables/skipped.csv</code> "
         f"({len(skipped)} here).</p>",
         f("id_twonn", "id_mle", "id_gride", "id_gride_scales"),
         "<h3>Pooled corpus, per site</h3>",
         _pooled_table(plan, tables),
         "<h2>Principal components</h2>",
-        "<p>Eigenvalues of the covariance (ddof = 1) of the centred cloud; the full spectra are in "
-        "<code>tables/spectra.csv</code>.</p>",
+        "<p>Eigenvalues of the covariance (ddof = 1) of the centred cloud, computed in float64 as the "
+        "eigenvalues of the smaller of the D × D covariance and the N × N Gram matrix (the same non-zero "
+        "eigenvalues; <code>idest.pca(X, solver=\"covariance\")</code>). Eigenvalues below about "
+        "max(N, D)·ε·λ<sub>max</sub> (ε = 2.2·10<sup>−16</sup>) are not resolved by this solver and are set to "
+        "zero. The full spectra are in <code>tables/spectra.csv</code>.</p>",
         f("pca_components", "pca_components_90", "pca_participation_ratio"),
         "<h2>Norms, angles and volume</h2>",
         "<p><b>Mean centred norm</b>: the mean of |x<sub>i</sub> − mean|, the spread of the cloud. <b>Cosine to "

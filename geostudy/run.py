@@ -22,7 +22,7 @@ started again ends with byte-identical tables.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from gpt2np.loading import resolve_model_files
 
 from . import manifest as mf
 from .analysis import FINAL_SITE, analyse_cloud, lens_for_prompt
+from .beside import Beside
 from .corpus import POOLED_ID, Corpus, Prompt, load_corpus, tokenize_corpus
 from .errors import StudyError
 from .estimators import ESTIMATORS, EstimatorSettings
@@ -245,8 +246,8 @@ def prepare_study(
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 100:
             raise StudyError(f"top_k must be an integer between 1 and 100, got {top_k!r}")
         base = settings or EstimatorSettings()
-        settings_ = EstimatorSettings(chosen_est, base.twonn_discard_fraction, base.mle_k, base.gride_range_max, base.pca_levels)
-        pooled_settings = EstimatorSettings(pooled_est, base.twonn_discard_fraction, base.mle_k, base.gride_range_max, base.pca_levels)
+        settings_ = replace(base, estimators=chosen_est)
+        pooled_settings = replace(base, estimators=pooled_est)
 
         mdl, model_info = _load_model(model, dtype)
         cfg = mdl.cfg
@@ -315,16 +316,18 @@ def prepare_study(
 # --------------------------------------------------------------------------------------------
 
 def _forward(plan: StudyPlan, i: int):
-    """Forward pass of prompt i, its activations saved; returns (logits, cache)."""
+    """Forward pass of prompt i (no unembedding: the lens unembeds the rows it uses), its
+    activations saved; returns the cache."""
     prompt, ids = plan.corpus[i], plan.token_ids[i]
     site_names = [s.name for s in plan.sites]
     extra = [pattern_name(plan.attention_block)] if prompt.id == plan.focus.id else []
     with plan.timer.busy("forward pass"):
-        logits, cache = plan.model.run_with_cache(ids, names=sorted(set(site_names) | set(plan.lens_sites) | set(extra)))
+        _, cache = plan.model.run_with_cache(
+            ids, names=sorted(set(site_names) | set(plan.lens_sites) | set(extra)), return_type=None)
     with plan.timer.busy("save activations"):
         tensors = {n: cache[n] for n in site_names + extra}
         save_activations(plan.act_path(prompt.id), tensors, ids, {"prompt_id": prompt.id, "format": "geostudy-activations-1"})
-    return logits, cache
+    return cache
 
 
 def _analyse_site(plan: StudyPlan, i: int, cache, site: Site):
@@ -332,9 +335,9 @@ def _analyse_site(plan: StudyPlan, i: int, cache, site: Site):
     return X.shape[0], analyse_cloud(X, plan.settings, timer=plan.timer.busy, prefix="per-prompt ")
 
 
-def _lens(plan: StudyPlan, i: int, cache, logits):
+def _lens(plan: StudyPlan, i: int, cache):
     with plan.timer.busy("logit lens"):
-        return lens_for_prompt(plan.model, cache, logits, plan.lens_sites, plan.kept[i], plan.lens_positions, plan.top_k)
+        return lens_for_prompt(plan.model, cache, plan.lens_sites, plan.kept[i], plan.lens_positions, plan.top_k)
 
 
 def _write_prompt(plan: StudyPlan, i: int, site_results: list, lens: dict) -> None:
@@ -387,14 +390,14 @@ def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
         for k, i in enumerate(todo):
             pid = plan.corpus[i].id
             bar.stage(f"{pid}: forward pass")
-            logits, cache = pending.result()
+            cache = pending.result()
             pending = pool.submit(_forward, plan, todo[k + 1]) if k + 1 < len(todo) else None
             bar.stage(f"{pid}: geometry, ID, logit lens")
-            lens_future = pool.submit(_lens, plan, i, cache, logits)
+            lens_future = pool.submit(_lens, plan, i, cache)
             site_futures = [pool.submit(_analyse_site, plan, i, cache, site) for site in plan.sites]
             results = [f.result() for f in site_futures]
             lens = lens_future.result()
-            del cache, logits
+            del cache
             _write_prompt(plan, i, results, lens)
             bar.advance(note=f"{pid}: done")
 
@@ -567,6 +570,9 @@ def execute(plan: StudyPlan) -> Path:
     bar.close()
 
     todo = [s for s in plan.sites if not plan.pooled_path(s.name).is_file()]
+    # widest clouds first, so the last tasks running side by side are small ones (each site's
+    # result is its own file: the order changes no number)
+    todo.sort(key=lambda s: -site_width(s, plan.model.cfg))
     bar = Progress(len(plan.sites), "pooled corpus, sites", enabled=plan.progress)
     if len(todo) < len(plan.sites):
         bar.advance(len(plan.sites) - len(todo), note="done earlier")
@@ -577,7 +583,8 @@ def execute(plan: StudyPlan) -> Path:
 
     with timer("tables"):
         tables = assemble_tables(plan)
-        write_tables(plan, tables)
+        # written by a child process while this one draws the plots (see beside.py)
+        writer = Beside(lambda: write_tables(plan, tables), "writing the tables")
     figures = {}
     if plan.make_plots:
         from .plots import make_plots
@@ -588,6 +595,8 @@ def execute(plan: StudyPlan) -> Path:
             figures = make_plots(plan, tables, out / PLOT_DIR)
         bar.advance(note=f"{len(figures)} files")
         bar.close()
+    with timer("tables: waiting for the writer"):
+        writer.wait()
     if plan.make_report:
         from .report import write_report
 

@@ -149,7 +149,7 @@ def test_per_prompt_numbers_equal_idest_on_the_saved_activations(run, plan, site
         for n1, d, e in zip(gr.scales, gr.dimensions, gr.errors):
             r = _value(rows, p.id, site, "id_gride", str(int(n1)))
             assert float(r["value"]) == d and float(r["error"]) == e
-        pc = idest.pca(X, variance=[0.75, 0.8, 0.85, 0.9, 0.95])
+        pc = idest.pca(X, variance=[0.75, 0.8, 0.85, 0.9, 0.95], solver="covariance")
         for level, n in zip(pc.variance_levels, pc.dimensions):
             assert int(_value(rows, p.id, site, "pca_components", repr(level))["value"]) == n
         # PCA: same numbers up to the last bits (LAPACK may split its work differently over threads)
@@ -171,7 +171,7 @@ def test_pooled_numbers_equal_idest_on_all_saved_tokens(run, plan):
     assert float(_value(rows, "pooled", site, "id_twonn")["value"]) == idest.twonn(X).dimension
     assert float(_value(rows, "pooled", site, "id_mle")["value"]) == idest.mle(X, k=20).dimension
     assert float(_value(rows, "pooled", site, "id_gride", "4")["value"]) == idest.gride(X).dimensions[2]
-    pc = idest.pca(X, variance=0.9)
+    pc = idest.pca(X, variance=0.9, solver="covariance")
     assert int(_value(rows, "pooled", site, "pca_components", "0.9")["value"]) == pc.dimension
     spectrum = [r for r in read_csv(run / "tables" / "spectra.csv") if (r["prompt_id"], r["site"]) == ("pooled", site)]
     np.testing.assert_allclose([float(r["eigenvalue"]) for r in spectrum], pc.spectrum, rtol=1e-12, atol=1e-12 * pc.spectrum[0])

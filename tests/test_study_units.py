@@ -43,9 +43,11 @@ def test_site_selection_patterns_and_errors():
     assert all("pattern" not in s.name for s in resolve_sites("blocks.0.attn.*", CFG))
 
 
-def test_geometry_against_direct_formulas():
+@pytest.mark.parametrize("n", [40, 1300])  # one chunk; 14 chunks of 100 rows, the last partial
+def test_geometry_against_direct_formulas(n, monkeypatch):
+    monkeypatch.setattr(geometry, "_CHUNK_BYTES", 100 * 7 * 8)
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((40, 7)) + 3.0
+    X = rng.standard_normal((n, 7)) + 3.0
     d = geometry.describe(X.astype(np.float32))
     X64 = X.astype(np.float32).astype(np.float64)
     u = X64 / np.linalg.norm(X64, axis=1, keepdims=True)
@@ -53,7 +55,7 @@ def test_geometry_against_direct_formulas():
     assert d["mean_norm"] == pytest.approx(np.linalg.norm(X64, axis=1).mean(), rel=1e-12)
     assert d["mean_centred_norm"] == pytest.approx(np.linalg.norm(X64 - X64.mean(0), axis=1).mean(), rel=1e-12)
     assert d["cosine_to_last"] == pytest.approx(cos[:-1, -1].mean(), rel=1e-12)
-    assert d["mean_pairwise_cosine"] == pytest.approx(cos[np.triu_indices(40, 1)].mean(), rel=1e-12)
+    assert d["mean_pairwise_cosine"] == pytest.approx(cos[np.triu_indices(n, 1)].mean(), rel=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(30, 50), (200, 20)])
@@ -136,3 +138,15 @@ def test_atomic_write_leaves_no_temporary_and_cleans_stale_ones(tmp_path):
     (tmp_path / ".g.tmp-123.json").write_text("half")
     assert remove_stale_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_a_job_beside_writes_its_file_or_reports_its_failure(tmp_path):
+    from geostudy.beside import Beside
+
+    target = tmp_path / "table.csv"
+    job = Beside(lambda: atomic_write_text(target, "a,b\n1,2\n"), "writing a table")
+    job.wait()
+    assert target.read_text() == "a,b\n1,2\n"
+    failing = Beside(lambda: 1 / 0, "writing the tables")
+    with pytest.raises(StudyError, match="writing the tables failed"):
+        failing.wait()
