@@ -14,6 +14,9 @@ the edit may have put something into the upper triangle.
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -57,11 +60,36 @@ def pattern(scores: np.ndarray, out: np.ndarray | None = None, full: bool = Fals
     if full:
         return softmax(scores, out=out)
     t = scores.shape[-1]
-    for i, j in np.ndindex(scores.shape[:2]):
-        for r0, r1 in _row_blocks(t):
-            softmax(scores[i, j, r0:r1, :r1], out=out[i, j, r0:r1, :r1])
-            out[i, j, r0:r1, r1:] = 0.0
+
+    def heads(part: list[tuple[int, int]]) -> None:
+        for i, j in part:
+            for r0, r1 in _row_blocks(t):
+                softmax(scores[i, j, r0:r1, :r1], out=out[i, j, r0:r1, :r1])
+                out[i, j, r0:r1, r1:] = 0.0
+
+    _on_every_core(heads, list(np.ndindex(scores.shape[:2])))
     return out
+
+
+def _on_every_core(task, items: list) -> None:
+    """task(part) for parts of `items` dealt round-robin, one per core, side by side. For
+    NumPy's element-wise passes, which use one core each (unlike the BLAS products); each item
+    is done by one thread in the same order, so results do not depend on the split."""
+    global _executor
+    workers = min(_CORES, len(items))
+    if workers <= 1:
+        task(items)
+        return
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(_CORES, thread_name_prefix="gpt2np")
+    for future in [_executor.submit(task, items[w::workers]) for w in range(workers)]:
+        future.result()
+
+
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
 
 
 def weighted_values(pattern: np.ndarray, v: np.ndarray, full: bool = False) -> np.ndarray:

@@ -51,11 +51,11 @@ def attention(
 
     scores_name, pattern_name = prefix + "hook_attn_scores", prefix + "hook_pattern"
     b, h, t, _ = q.shape
-    kept = trace.buffer(scores_name, (b, h, t, t), q.dtype)  # None unless the scores are kept
-    scores = trace(scores_name, causal.scores(q, k, cfg.attention_scale(layer), mask, out=kept))  # (B, H, T, T)
+    scores = causal.scores(q, k, cfg.attention_scale(layer), mask, out=trace.empty((b, h, t, t), q.dtype))
+    scores = trace(scores_name, scores)  # (B, H, T, T)
     # Overwrite the scores with the pattern unless someone outside still holds them. A hook may
     # have written into the masked triangle: then every entry is computed.
-    out = trace.buffer(pattern_name, scores.shape, scores.dtype) if trace.needs(scores_name) else scores
+    out = trace.empty(scores.shape, scores.dtype) if trace.needs(scores_name) else scores
     pattern = trace(pattern_name, causal.pattern(scores, out=out, full=scores_name in trace.hooks))
     z = causal.weighted_values(pattern, v, full=pattern_name in trace.hooks)  # (B, H, T, E)
     z = trace.heads(prefix + "hook_z", z)
@@ -92,4 +92,5 @@ def block(
 def unembed(resid: np.ndarray, params: GPT2Params, cfg: GPT2Config, trace: Trace = NO_TRACE) -> np.ndarray:
     """Final LayerNorm and the (tied) unembedding: (B, T, D) -> (B, T, V) logits."""
     final = layer_norm(resid, params.ln_f, cfg.layer_norm_eps, trace, "ln_final.")
-    return final @ params.lm_head.T
+    b, t, _ = final.shape
+    return np.matmul(final, params.lm_head.T, out=trace.empty((b, t, cfg.d_vocab), final.dtype))  # (B, T, V)

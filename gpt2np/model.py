@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from collections import Counter
 from typing import Iterator
 
 import numpy as np
@@ -12,7 +11,7 @@ from . import forward
 from .config import GPT2Config
 from .errors import InputError, UnknownNameError
 from .inputs import as_batch, check_attention_mask
-from .names import NamesFilter, hook_names, resolve_names, site_shape, unknown_name_message
+from .names import NamesFilter, hook_names, resolve_names, unknown_name_message
 from .ops import causal_mask, padding_mask
 from .params import GPT2Params
 from .recycle import BufferPool
@@ -92,7 +91,7 @@ class GPT2:
         batch, batched = as_batch(ids, self.cfg)
         mask = self._mask(batch, attention_mask)
         keep = resolve_names(names, self.cfg)
-        self._pool.plan(self._kept_sizes(keep, batch.shape))
+        self._pool.start_run()
         trace = Trace(keep, self._check_hooks(hooks), batched, self._pool)
         resid = forward.embed(batch, self.params, trace)
         for layer, block_params in enumerate(self.params.h):
@@ -134,17 +133,12 @@ class GPT2:
         return logits if batched else logits[0]
 
     def release_memory(self) -> None:
-        """Give back the memory the model holds for reuse by later runs (see recycle.py): kept
-        tensors of caches that no longer exist. Arrays still in use are never touched."""
+        """Give back at once the memory the model holds for reuse by later runs (see recycle.py:
+        the kept tensors of dropped caches, otherwise released after two runs that do not use
+        them). Arrays still in use are never touched."""
         self._pool.clear()
 
     # -- helpers -----------------------------------------------------------------------------
-    def _kept_sizes(self, keep: frozenset[str], batch_shape: tuple[int, int]) -> Counter:
-        """How many arrays of each byte size a run keeping `keep` will hold."""
-        b, t = batch_shape
-        item = self.dtype.itemsize
-        return Counter(b * int(np.prod(site_shape(n, self.cfg, t))) * item for n in keep)
-
     def _as_resid(self, resid, positional: bool = True) -> tuple[np.ndarray, bool]:
         x = np.asarray(resid)
         if x.ndim not in (2, 3) or x.shape[-1] != self.cfg.d_model:

@@ -57,17 +57,6 @@ def hook_names(cfg: GPT2Config) -> list[str]:
     return names
 
 
-_SHAPES = {name: shape for name, shape, _ in EMBED_SITES + BLOCK_SITES + FINAL_SITES}
-
-
-def site_shape(name: str, cfg: GPT2Config, t: int) -> tuple[int, ...]:
-    """The shape of tensor `name` for one sequence of t tokens, read from the table above
-    (symbols are T or GPT2Config fields), so that the table and the code cannot disagree."""
-    site = name.split(".", 2)[2] if name.startswith("blocks.") else name
-    symbols = _SHAPES[site].strip("()").split(", ")
-    return tuple(t if s == "T" else int(s) if s.isdigit() else getattr(cfg, s) for s in symbols)
-
-
 def _is_pattern(s: str) -> bool:
     return any(c in s for c in "*?[")
 

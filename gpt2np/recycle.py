@@ -1,30 +1,35 @@
 """Memory for kept tensors, reused once the caller has let go of the arrays made from it.
 
 Why: a full trace of GPT-2 small at T = 1024 keeps about 2 GB. Memory the process has never
-used costs a page fault per page on first touch, and on a virtual machine the host may have to
-back every page as well: writing 2 GB of fresh memory can take longer than the whole forward
-pass. A user who runs the model again after dropping the previous cache should not pay that
-twice, so the blocks behind kept tensors stay with the model and the next run writes into them.
+used, or has given back to the system, costs a page fault per page when first written, and on a
+virtual machine the host may have to back every page again as well (measured here: writing 2 GB
+of fresh memory took 1 to 5 s, more than the whole forward pass). A user who runs the model
+again after dropping the previous cache should not pay that on every run, so the blocks behind
+kept tensors stay with the model and later runs write into them.
 
 When is a block free? Every array made from a block (every view, every slice, a memoryview of
 it) holds a reference to the block itself, because NumPy points a view's `.base` at the array
 that owns the memory. So a block whose only reference is the pool's own list is provably
 unused, and CPython's reference count says so exactly.
 
-A run first tells the pool which block sizes it will keep (`plan`); free blocks it will not
-reuse are released then, so idle memory never adds to a run's peak. After a run the pool holds
-at most the blocks of the tensors that run kept; `clear()` releases the free ones at once.
+Policy, so that idle memory stays bounded:
+* a request takes the smallest free block that holds it and is at most twice its size (a run
+  at a shorter length reuses the blocks of a longer one), else a new block of its exact size;
+* a free block that two runs in a row have not used is released when the next run starts, so
+  the pool never holds more than the tensors of the last three runs;
+* `clear()` (the model's `release_memory()`) releases every free block at once.
 """
 
 from __future__ import annotations
 
 import sys
-from collections import Counter
 
 import numpy as np
 
 # Smaller arrays come from malloc's warm heap anyway; pooling them would only add copies.
 MIN_BYTES = 1 << 20
+# Runs in a row that may leave a free block unused before it is released.
+IDLE_RUNS = 2
 
 
 def _references_when_free() -> int:
@@ -40,35 +45,39 @@ _FREE = _references_when_free()
 class BufferPool:
     def __init__(self) -> None:
         self._blocks: list[np.ndarray] = []  # 1-D uint8 arrays owned here
+        self._last_used: list[int] = []  # the run that last took each block
+        self._run = 0
 
     def _is_free(self, i: int) -> bool:
         return sys.getrefcount(self._blocks[i]) <= _FREE
 
-    def plan(self, sizes: Counter) -> None:
-        """Before a run that will keep `sizes[n]` arrays of n bytes: release every free block
-        that run will not use."""
-        wanted = Counter({n: c for n, c in sizes.items() if n >= MIN_BYTES})
-        kept = []
-        for i in range(len(self._blocks)):  # by index: a loop variable would be one more reference
-            if not self._is_free(i):
-                kept.append(self._blocks[i])
-            elif wanted[self._blocks[i].nbytes] > 0:
-                wanted[self._blocks[i].nbytes] -= 1
-                kept.append(self._blocks[i])
-        self._blocks = kept
+    def start_run(self) -> None:
+        """Called before each run: release free blocks the last IDLE_RUNS runs left unused."""
+        self._run += 1
+        keep = [
+            i for i in range(len(self._blocks))  # by index: a loop variable would be one more reference
+            if not self._is_free(i) or self._run - self._last_used[i] - 1 < IDLE_RUNS
+        ]
+        self._blocks = [self._blocks[i] for i in keep]
+        self._last_used = [self._last_used[i] for i in keep]
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """An uninitialised array, in a free block of the right size if there is one."""
+        """An uninitialised array, in the smallest free block that fits (up to twice its size)."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape)) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
+        best = None
         for i in range(len(self._blocks)):
-            if self._blocks[i].nbytes == nbytes and self._is_free(i):
-                return self._blocks[i].view(dtype).reshape(shape)
-        block = np.empty(nbytes, dtype=np.uint8)
-        self._blocks.append(block)
-        return block.view(dtype).reshape(shape)
+            size = self._blocks[i].nbytes
+            if nbytes <= size <= 2 * nbytes and (best is None or size < self._blocks[best].nbytes) and self._is_free(i):
+                best = i
+        if best is None:
+            self._blocks.append(np.empty(nbytes, dtype=np.uint8))
+            self._last_used.append(self._run)
+            best = len(self._blocks) - 1
+        self._last_used[best] = self._run
+        return self._blocks[best][:nbytes].view(dtype).reshape(shape)
 
     def keep(self, array: np.ndarray) -> np.ndarray:
         """`array` itself if it lives in a pool block (or is small), else a copy in one."""
@@ -84,7 +93,9 @@ class BufferPool:
 
     def clear(self) -> None:
         """Release every free block now."""
-        self.plan(Counter())
+        keep = [i for i in range(len(self._blocks)) if not self._is_free(i)]
+        self._blocks = [self._blocks[i] for i in keep]
+        self._last_used = [self._last_used[i] for i in keep]
 
     @property
     def nbytes(self) -> int:

@@ -25,7 +25,7 @@ class Trace:
         self.keep = keep
         self.hooks = hooks or {}
         self.batched = batched
-        self.pool = pool or BufferPool()
+        self.pool = pool  # None: plain np.empty (the stepping functions, NO_TRACE)
         self.cache: dict[str, np.ndarray] = {}
 
     def needs(self, name: str) -> bool:
@@ -42,13 +42,14 @@ class Trace:
             public = _apply_hook(hook, name, public)
             value = public if self.batched else public[None]
         if name in self.keep:
-            self.cache[name] = self.pool.keep(public)
+            self.cache[name] = self.pool.keep(public) if self.pool is not None else public
         return value
 
-    def buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
-        """Pool memory to compute a kept tensor into (batched shape), saving the copy `keep` would
-        make; None when the tensor is not kept."""
-        return self.pool.empty(shape, dtype) if name in self.keep else None
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Room for a large result (scores, pattern, logits), from the pool when there is one:
+        a kept or returned array is then reused by later runs once dropped, and a temporary
+        (the scores of one layer) by the next layer, instead of fresh memory each time."""
+        return np.empty(shape, dtype) if self.pool is None else self.pool.empty(shape, dtype)
 
     def heads(self, name: str, value: np.ndarray) -> np.ndarray:
         """Like __call__ for per-head tensors held as (B, H, T, ·) but shown as (B, T, H, ·)."""

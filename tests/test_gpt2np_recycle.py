@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pytest
 
@@ -62,28 +60,35 @@ def test_a_dropped_cache_is_reused_and_the_results_are_unchanged(model):
         np.testing.assert_array_equal(a, expected[name], err_msg=name)
 
 
-def test_a_run_first_releases_free_memory_it_will_not_use(model):
-    _, cache = model.run_with_cache(_ids(3))
-    assert model._pool.nbytes >= 4 * 4 * T * T * 4
-    del cache
-    _, resid = model.run_with_cache(_ids(3), names="*hook_resid_post")  # (T, 64) arrays: not pooled
-    assert model._pool.nbytes == 0
+def test_a_free_block_two_runs_leave_unused_is_released(model):
+    small = "*hook_resid_post"  # (T, 64) arrays, too small to be pooled; the logits and scores are
+    model.release_memory()
+    model.run_with_cache(_ids(3), names=small)
+    baseline = model._pool.nbytes
+    logits, cache = model.run_with_cache(_ids(3))
+    # both blocks' scores and patterns are kept; the small run's room for scores holds one of them
+    assert model._pool.nbytes == baseline + 3 * 4 * T * T * 4
+    del logits, cache
+    model.run_with_cache(_ids(3), names=small)
+    model.run_with_cache(_ids(3), names=small)
+    assert model._pool.nbytes > baseline  # kept for a later run like the full one
+    model.run_with_cache(_ids(3), names=small)
+    assert model._pool.nbytes == baseline
 
 
 def test_release_memory_gives_back_only_what_no_array_uses(model):
-    _, cache = model.run_with_cache(_ids(4), names=PATTERN)
+    logits, cache = model.run_with_cache(_ids(4), names=PATTERN)
     saved = np.array(cache[PATTERN])
     model.release_memory()
-    assert model._pool.nbytes == cache[PATTERN].nbytes
+    assert model._pool.nbytes == cache[PATTERN].nbytes + logits.nbytes  # the scores' room is gone
     np.testing.assert_array_equal(cache[PATTERN], saved)
-    del cache
+    del cache, logits
     model.release_memory()
     assert model._pool.nbytes == 0
 
 
 def test_pool_keep_copies_outside_arrays_and_passes_its_own():
     pool = BufferPool()
-    pool.plan(Counter({8 * MIN_BYTES: 1}))
     outside = np.arange(MIN_BYTES, dtype=np.float64)
     kept = pool.keep(outside)
     assert kept is not outside and not np.shares_memory(kept, outside) and pool.owns(kept)
@@ -93,9 +98,29 @@ def test_pool_keep_copies_outside_arrays_and_passes_its_own():
     assert pool.keep(small) is small
 
 
-def test_runs_of_changing_length_hold_only_the_last_runs_memory(model):
-    for t in (600, 560, 520, 600):
-        _, cache = model.run_with_cache(_ids(5)[:t])
-        pooled = sum(a.nbytes for a in cache.values() if a.nbytes >= MIN_BYTES)
-        assert model._pool.nbytes == pooled, t
-        del cache
+def test_shorter_runs_reuse_the_blocks_of_longer_ones(model):
+    model.release_memory()
+    logits, cache = model.run_with_cache(_ids(5))
+    addresses = {_address(a) for a in [logits, *cache.values()] if a.nbytes >= MIN_BYTES}
+    held = model._pool.nbytes
+    del logits, cache
+    for t in (560, 520, 480):  # (t / T)^2 >= 1/2: every block is at most twice the request
+        logits, cache = model.run_with_cache(_ids(5)[:t])
+        pooled = [a for a in [logits, *cache.values()] if a.nbytes >= MIN_BYTES]
+        assert {_address(a) for a in pooled} == addresses and model._pool.nbytes == held, t
+        assert all(a.flags.c_contiguous and a.flags.writeable for a in pooled)
+        del logits, cache, pooled
+
+
+def test_the_pool_picks_the_smallest_free_block_that_fits():
+    pool = BufferPool()
+    big, mid = pool.empty((4 * MIN_BYTES,), np.uint8), pool.empty((2 * MIN_BYTES,), np.uint8)
+    big_at, mid_at = _address(big), _address(mid)
+    del big, mid  # (holding their .base would keep the blocks in use)
+    pool.start_run()
+    a = pool.empty((2 * MIN_BYTES - 8,), np.uint8)
+    assert _address(a) == mid_at  # not the 4 MiB block, though it fits too
+    b = pool.empty((2 * MIN_BYTES,), np.uint8)
+    assert _address(b) == big_at  # 4 MiB is at most twice the request
+    c = pool.empty((MIN_BYTES,), np.uint8)
+    assert _address(c) not in (big_at, mid_at) and pool.nbytes == 7 * MIN_BYTES
