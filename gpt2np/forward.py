@@ -43,7 +43,7 @@ def attention(
     `mask` is additive, 0 where a query may look and -inf where it may not: (T, T) for the causal
     mask alone, (B, 1, T, T) when padded keys are hidden too.
     """
-    qkv = conv1d(x, p.c_attn.weight, p.c_attn.bias)  # (B, T, 3D)
+    qkv = conv1d(x, p.c_attn.weight, p.c_attn.bias, out=trace.rows(x, 3 * cfg.d_model))  # (B, T, 3D)
     q, k, v = np.split(qkv, 3, axis=-1)  # (B, T, D) each
     q = trace.heads(prefix + "hook_q", split_heads(q, cfg.n_head))  # (B, H, T, E)
     k = trace.heads(prefix + "hook_k", split_heads(k, cfg.n_head))
@@ -65,14 +65,15 @@ def attention(
         if prefix + "hook_result" in trace.hooks:
             # The heads were patched: the output must be built from them.
             return result.sum(axis=1) + p.c_proj.bias
-    return conv1d(merge_heads(z), p.c_proj.weight, p.c_proj.bias)
+    return conv1d(merge_heads(z), p.c_proj.weight, p.c_proj.bias, out=trace.rows(x, cfg.d_model))
 
 
 def mlp(x: np.ndarray, p: MLPParams, trace: Trace = NO_TRACE, prefix: str = "") -> np.ndarray:
     """Position-wise feed-forward: (B, T, D) -> (B, T, d_mlp) -> GELU -> (B, T, D)."""
-    pre = trace(prefix + "hook_pre", conv1d(x, p.c_fc.weight, p.c_fc.bias))
-    post = trace(prefix + "hook_post", gelu_new(pre))
-    return conv1d(post, p.c_proj.weight, p.c_proj.bias)
+    d_mlp = p.c_fc.weight.shape[1]
+    pre = trace(prefix + "hook_pre", conv1d(x, p.c_fc.weight, p.c_fc.bias, out=trace.rows(x, d_mlp)))
+    post = trace(prefix + "hook_post", gelu_new(pre, out=trace.rows(pre, d_mlp)))
+    return conv1d(post, p.c_proj.weight, p.c_proj.bias, out=trace.rows(x, x.shape[-1]))
 
 
 def block(

@@ -11,9 +11,9 @@ import math
 import numpy as np
 
 
-def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """GPT-2's `Conv1D`: an affine map with the weight stored (in, out)."""
-    out = x @ weight
+def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """GPT-2's `Conv1D`: an affine map with the weight stored (in, out); into `out` if given."""
+    out = np.matmul(x, weight, out=out)
     out += bias
     return out
 
@@ -36,10 +36,10 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
-def gelu_new(x: np.ndarray) -> np.ndarray:
+def gelu_new(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The tanh approximation of GELU that GPT-2 was trained with ("gelu_new"):
-    0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). Written in place on one temporary to save memory."""
-    inner = x * x
+    0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). Written in place on one array (`out` if given)."""
+    inner = np.multiply(x, x, out=out)
     inner *= x
     inner *= 0.044715
     inner += x

@@ -51,6 +51,10 @@ class Trace:
         (the scores of one layer) by the next layer, instead of fresh memory each time."""
         return np.empty(shape, dtype) if self.pool is None else self.pool.empty(shape, dtype)
 
+    def rows(self, x: np.ndarray, width: int) -> np.ndarray:
+        """`empty` for a result with x's rows and `width` columns: (..., width)."""
+        return self.empty((*x.shape[:-1], width), x.dtype)
+
     def heads(self, name: str, value: np.ndarray) -> np.ndarray:
         """Like __call__ for per-head tensors held as (B, H, T, ·) but shown as (B, T, H, ·)."""
         if not self.needs(name):
