@@ -23,6 +23,7 @@ Policy, so that idle memory stays bounded:
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 
@@ -47,19 +48,27 @@ class BufferPool:
         self._blocks: list[np.ndarray] = []  # 1-D uint8 arrays owned here
         self._last_used: list[int] = []  # the run that last took each block
         self._run = 0
+        # one model may run in several threads: choosing a free block and taking it is one step
+        self._lock = threading.Lock()
 
     def _is_free(self, i: int) -> bool:
         return sys.getrefcount(self._blocks[i]) <= _FREE
 
     def start_run(self) -> None:
         """Called before each run: release free blocks the last IDLE_RUNS runs left unused."""
+        with self._lock:
+            self._start_run()
+
+    def _start_run(self) -> None:
         self._run += 1
-        keep = [
+        self._keep_only([
             i for i in range(len(self._blocks))  # by index: a loop variable would be one more reference
             if not self._is_free(i) or self._run - self._last_used[i] - 1 < IDLE_RUNS
-        ]
-        self._blocks = [self._blocks[i] for i in keep]
-        self._last_used = [self._last_used[i] for i in keep]
+        ])
+
+    def _keep_only(self, indices: list[int]) -> None:
+        self._blocks = [self._blocks[i] for i in indices]
+        self._last_used = [self._last_used[i] for i in indices]
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised array, in the smallest free block that fits (up to twice its size)."""
@@ -67,6 +76,10 @@ class BufferPool:
         nbytes = int(np.prod(shape)) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
+        with self._lock:
+            return self._take(nbytes).view(dtype).reshape(shape)
+
+    def _take(self, nbytes: int) -> np.ndarray:
         best = None
         for i in range(len(self._blocks)):
             size = self._blocks[i].nbytes
@@ -77,7 +90,7 @@ class BufferPool:
             self._last_used.append(self._run)
             best = len(self._blocks) - 1
         self._last_used[best] = self._run
-        return self._blocks[best][:nbytes].view(dtype).reshape(shape)
+        return self._blocks[best][:nbytes]  # a view: the block is in use from here on
 
     def keep(self, array: np.ndarray) -> np.ndarray:
         """`array` itself if it lives in a pool block (or is small), else a copy in one."""
@@ -93,9 +106,8 @@ class BufferPool:
 
     def clear(self) -> None:
         """Release every free block now."""
-        keep = [i for i in range(len(self._blocks)) if not self._is_free(i)]
-        self._blocks = [self._blocks[i] for i in keep]
-        self._last_used = [self._last_used[i] for i in keep]
+        with self._lock:
+            self._keep_only([i for i in range(len(self._blocks)) if not self._is_free(i)])
 
     @property
     def nbytes(self) -> int:

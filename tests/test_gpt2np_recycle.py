@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,26 @@ def test_the_pool_picks_the_smallest_free_block_that_fits():
     assert _address(b) == big_at  # 4 MiB is at most twice the request
     c = pool.empty((MIN_BYTES,), np.uint8)
     assert _address(c) not in (big_at, mid_at) and pool.nbytes == 7 * MIN_BYTES
+
+
+def test_runs_in_several_threads_never_share_memory(model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    seeds = [10, 11, 12, 13, 14, 15]
+    expected = {s: model.run_with_cache(_ids(s), names=PATTERN)[1][PATTERN].copy() for s in seeds}
+
+    def run(seed):
+        return seed, model.run_with_cache(_ids(seed), names=PATTERN)[1][PATTERN]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible while they share the pool
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(run, seeds * 2))
+    finally:
+        sys.setswitchinterval(interval)
+    for seed, pattern in results:
+        np.testing.assert_array_equal(pattern, expected[seed])
+    for a in range(len(results)):
+        for b in range(a):
+            assert not np.shares_memory(results[a][1], results[b][1])
