@@ -118,9 +118,7 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
     """One panel per sub-layer; per genre the mean over its prompts (error bars: standard
     deviation across them), the pooled corpus in black (error bars: the estimator's own)."""
     cfg = plan.cfg
-    names = [s for s in res.sites_by_quantity.get(quantity, ()) if s != FINAL_SITE]
-    order = {n: i for i, n in enumerate(_site_order(plan, names))}
-    names = sorted(names, key=order.get)
+    names = _site_order(plan, [s for s in res.sites_by_quantity.get(quantity, ()) if s != FINAL_SITE])
     if not names:
         return False
     panels, embeds = _panels(names, cfg)
@@ -145,13 +143,7 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
                 ax.errorbar(gx, means, yerr=sds, color=colors(gi % 10), marker="o", ms=3, lw=1.2,
                             capsize=2, alpha=0.85, label=genre)
         if pooled:
-            px, pv, pe = [], [], []
-            for x, site in [(-1, e) for e in embeds] + pts:
-                v, e = res.get(POOLED_ID, site, quantity, param)
-                if v is not None and np.isfinite(v):
-                    px.append(x)
-                    pv.append(v)
-                    pe.append(e if e is not None and np.isfinite(e) else 0.0)
+            px, pv, pe = _pooled_series(res, quantity, param, [(-1, e) for e in embeds] + pts, True)
             if px:
                 ax.errorbar(px, pv, yerr=pe, color="black", marker="s", ms=4, lw=2.2, capsize=3, label="pooled corpus")
         ax.set_title(ptitle, fontsize=10)
@@ -159,13 +151,31 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
         _block_ticks(ax, cfg, bool(embeds))
         if not xs and not embeds:
             ax.set_visible(False)
+    _finish(fig, axes, title, path, legend_columns=7)
+    return True
+
+
+def _pooled_series(res: Results, quantity: str, param, points, with_errors: bool):
+    """(xs, values, errors) of the pooled corpus at the (x, site) points with a finite value; an
+    error is 0 where there is none (or where errors are not drawn)."""
+    xs, vs, es = [], [], []
+    for x, site in points:
+        v, e = res.get(POOLED_ID, site, quantity, param)
+        if v is not None and np.isfinite(v):
+            xs.append(x)
+            vs.append(v)
+            es.append(e if (with_errors and e is not None and np.isfinite(e)) else 0.0)
+    return xs, vs, es
+
+
+def _finish(fig, axes, title: str, path: Path, legend_columns: int) -> None:
+    """One legend for all panels (from the first), the title, the layout, and the file."""
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), frameon=False)
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), legend_columns), frameon=False)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     _save(fig, path)
-    return True
 
 
 def _site_order(plan, names):
@@ -187,13 +197,7 @@ def multi_line_figure(plan, res: Results, quantity: str, params: list, param_lab
     cmap = plt.get_cmap("viridis")
     for ax, (kind, ptitle, pts) in zip(axes, panels):
         for i, param in enumerate(params):
-            xs, vs, es = [], [], []
-            for x, site in [(-1, e) for e in embeds] + pts:
-                v, e = res.get(POOLED_ID, site, quantity, param)
-                if v is not None and np.isfinite(v):
-                    xs.append(x)
-                    vs.append(v)
-                    es.append(e if (with_errors and e is not None and np.isfinite(e)) else 0.0)
+            xs, vs, es = _pooled_series(res, quantity, param, [(-1, e) for e in embeds] + pts, with_errors)
             if xs:
                 color = cmap(i / max(1, len(params) - 1))
                 ax.errorbar(xs, vs, yerr=es if with_errors else None, color=color, marker="o", ms=3,
@@ -201,12 +205,7 @@ def multi_line_figure(plan, res: Results, quantity: str, params: list, param_lab
         ax.set_title(ptitle, fontsize=10)
         ax.set_ylabel(ylabel)
         _block_ticks(ax, cfg, bool(embeds))
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), frameon=False)
-    fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    _save(fig, path)
+    _finish(fig, axes, title, path, legend_columns=8)
     return True
 
 
