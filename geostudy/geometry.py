@@ -32,11 +32,15 @@ import numpy as np
 EPS64 = np.finfo(np.float64).eps
 
 
-def _as64(X) -> np.ndarray:
+def _as_cloud(X) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"a token cloud must be 2-D (N, D), got shape {X.shape}")
-    return X.astype(np.float64, copy=False)
+    return X
+
+
+def _as64(X) -> np.ndarray:
+    return _as_cloud(X).astype(np.float64, copy=False)
 
 
 def mean_norm(X) -> float:
@@ -106,9 +110,7 @@ _CHUNK_BYTES = 1 << 20  # float64 rows per pass of `describe`: stays in cache, n
 def describe(X) -> dict[str, float]:
     """Every quantity of this module except the volume, in two passes over X in row chunks (the
     pooled clouds are 9,335 x 3,072: whole-array float64 temporaries would cost GBs)."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"a token cloud must be 2-D (N, D), got shape {X.shape}")
+    X = _as_cloud(X)  # converted to float64 a chunk at a time
     n = X.shape[0]
     rows = max(16, _CHUNK_BYTES // (8 * max(1, X.shape[1])))
     chunks = [slice(a, a + rows) for a in range(0, n, rows)]
@@ -123,7 +125,7 @@ def describe(X) -> dict[str, float]:
         norm_sum += norms.sum()
         centred_sum += np.linalg.norm(x - mean, axis=1).sum()
         with np.errstate(invalid="ignore", divide="ignore"):
-            x /= norms[:, None]  # unit rows; a zero row gives NaN, which propagates: no silent zeros
+            x /= norms[:, None]  # unit rows (as _unit_rows, reusing the norms): a zero row gives NaN
         unit_sum += x.sum(axis=0)
         dots = x @ last
         cos_last_sum += (dots[:-1] if c.stop >= n else dots).sum()  # not the last token with itself
