@@ -31,6 +31,7 @@ import numpy as np
 import idest
 
 ESTIMATORS = ("twonn", "mle", "gride", "pca")
+KNN_ESTIMATORS = ("twonn", "mle", "gride")  # the ones that read the shared neighbour search
 PCA_LEVELS = (0.75, 0.8, 0.85, 0.9, 0.95)
 
 
@@ -91,7 +92,7 @@ def estimate(X: np.ndarray, settings: EstimatorSettings, need_spectrum: bool = T
 def _neighbours(X, settings, out):
     """One exact neighbour search serving every chosen kNN estimator (None if none is chosen)."""
     chosen = settings.estimators
-    if not any(e in chosen for e in ("twonn", "mle", "gride")):
+    if not any(e in chosen for e in KNN_ESTIMATORS):
         return None
     k = idest.k_needed(
         twonn="twonn" in chosen,
@@ -101,7 +102,7 @@ def _neighbours(X, settings, out):
     try:
         return idest.neighborhoods(X, k=k)
     except ValueError as err:  # e.g. a single distinct point: every kNN estimator refuses it
-        out.skipped += [(e, str(err)) for e in ("twonn", "mle", "gride") if e in chosen]
+        out.skipped += [(e, str(err)) for e in KNN_ESTIMATORS if e in chosen]
         return None
 
 
