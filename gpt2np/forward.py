@@ -93,5 +93,4 @@ def block(
 def unembed(resid: np.ndarray, params: GPT2Params, cfg: GPT2Config, trace: Trace = NO_TRACE) -> np.ndarray:
     """Final LayerNorm and the (tied) unembedding: (B, T, D) -> (B, T, V) logits."""
     final = layer_norm(resid, params.ln_f, cfg.layer_norm_eps, trace, "ln_final.")
-    b, t, _ = final.shape
-    return np.matmul(final, params.lm_head.T, out=trace.empty((b, t, cfg.d_vocab), final.dtype))  # (B, T, V)
+    return np.matmul(final, params.lm_head.T, out=trace.rows(final, cfg.d_vocab))  # (B, T, V)

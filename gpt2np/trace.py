@@ -46,9 +46,9 @@ class Trace:
         return value
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """Room for a large result (scores, pattern, logits), from the pool when there is one:
-        a kept or returned array is then reused by later runs once dropped, and a temporary
-        (the scores of one layer) by the next layer, instead of fresh memory each time."""
+        """Room for a large result (a layer's output, scores, pattern, logits), from the pool
+        when there is one: a kept or returned array is then reused by later runs once dropped,
+        and a temporary (one layer's scores) by the next layer, instead of fresh memory."""
         return np.empty(shape, dtype) if self.pool is None else self.pool.empty(shape, dtype)
 
     def rows(self, x: np.ndarray, width: int) -> np.ndarray:
