@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 
@@ -130,6 +132,51 @@ def test_tables_csv_and_json_are_readable_without_our_code(tmp_path):
     assert float(got["x"]) == 0.1 and math.isnan(float(got["nan"])) and float(got["neginf"]) == -math.inf
     records = json.loads(json_path.read_text())  # strict JSON: no NaN literals
     assert records == [{"id": "a", "n": 1, "x": 0.1, "missing": None, "nan": None, "neginf": None, "text": 'quote "x", comma'}]
+
+
+def _csv_module(columns, rows):
+    def cell(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float) and not math.isfinite(v):
+            return "NaN" if v != v else ("Inf" if v > 0 else "-Inf")
+        return "" if v is None else v
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([[cell(v) for v in row] for row in rows])
+    return buf.getvalue()
+
+
+def _json_dumps(columns, rows):
+    def cell(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps([{c: cell(v) for c, v in zip(columns, row)} for row in rows],
+                      ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def test_table_text_is_what_the_csv_module_and_json_dumps_write():
+    from geostudy.tables import to_csv, to_json
+
+    rng = np.random.default_rng(3)
+    floats = (rng.standard_normal(50) * 10.0 ** rng.integers(-300, 300, 50)).tolist()
+    # columns of one type each (the fast paths) and mixed ones (cell by cell)
+    rows = [[f"p{i % 3}", i, f, f if i % 5 else None, [1.5, 2, None, float("nan"), float("inf"), -0.0, True][i % 7],
+             ['a,b', 'q"x', "line\nbreak", "ünï", "", "tab\t", "plain"][i % 7], bool(i % 2), float(i)]
+            for i, f in enumerate(floats)]
+    cols = ["id", "n", "x", "x_or_none", "mixed", "text", "flag", "whole"]
+    assert to_csv(cols, rows) == _csv_module(cols, rows)
+    assert to_json(cols, rows) == _json_dumps(cols, rows)
+    assert to_csv(cols, []) == _csv_module(cols, []) and to_json(cols, []) == "[]"
+    with pytest.raises(TypeError, match="number, a string or None"):
+        to_csv(["a"], [[object()]])
+    # a carriage return is quoted too (the csv module leaves it bare when the line ends in
+    # "\n", and most readers would end the line there)
+    text = to_csv(["a", "b"], [["cr\rin", 1]])
+    assert text == 'a,b\n"cr\rin",1\n'
+    assert list(csv.reader(io.StringIO(text, newline=""))) == [["a", "b"], ["cr\rin", "1"]]
 
 
 def test_atomic_write_leaves_no_temporary_and_cleans_stale_ones(tmp_path):
