@@ -1,10 +1,11 @@
 """Run a file-writing job in a forked child process while this process goes on.
 
-Why: at the end of a study two slow pure-Python jobs remain, writing the tables (formatting
-millions of numbers as CSV and JSON) and drawing the plots. Both hold the GIL, so threads cannot
-overlap them, but a forked child can: it starts with the tables already in memory (nothing is
-pickled) and only writes files, atomically. Where fork is unavailable or unsafe (Windows, macOS)
-the job simply runs in this process first.
+Why: at the end of a study the slow jobs are pure Python, writing the tables (formatting
+millions of numbers as CSV and JSON) and drawing the plots (matplotlib). They hold the GIL, so
+threads cannot overlap them, but forked children can: a child starts with the tables already in
+memory (nothing is pickled) and only writes files, atomically. The study writes the tables in one
+child and draws about half of the figures in another while this process draws the rest. Where
+fork is unavailable or unsafe (Windows, macOS) the job simply runs in this process first.
 
 The child touches neither BLAS nor Numba (whose threads do not survive a fork); it formats
 text and writes files. A failure in it is reported, with its traceback, when `wait` is called.

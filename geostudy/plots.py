@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -22,6 +25,7 @@ from matplotlib.ticker import NullLocator  # noqa: E402
 from gpt2np.names import BLOCK_SITES  # noqa: E402
 
 from .analysis import FINAL_SITE  # noqa: E402
+from .beside import Beside  # noqa: E402
 from .corpus import POOLED_ID  # noqa: E402
 from .extract import load_tensor, pattern_name  # noqa: E402
 from .fsio import atomic_write_with, read_json  # noqa: E402
@@ -54,8 +58,11 @@ class Results:
         return self.value.get((prompt, site, quantity, param), (None, None))
 
 
-def _save(fig, path: Path) -> None:
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png", bbox_inches="tight"))
+def _save(fig, path: Path, tight: bool = True) -> None:
+    """Write the figure and close it; `tight` crops it to what is drawn (a layout pass of its
+    own: figures already laid out by tight_layout skip it)."""
+    box = "tight" if tight else None
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png", bbox_inches=box))
     plt.close(fig)
 
 
@@ -175,7 +182,7 @@ def _finish(fig, axes, title: str, path: Path, legend_columns: int) -> None:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), legend_columns), frameon=False)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    _save(fig, path)
+    _save(fig, path, tight=False)
 
 
 def _site_order(plan, names):
@@ -366,18 +373,74 @@ def pca_scatter(plan, path: Path, max_points: int = 4000) -> None:
     _save(fig, path)
 
 
-def make_plots(plan, tables: dict, folder: Path) -> dict[str, tuple[Path, str]]:
+@dataclass(frozen=True)
+class _Figure:
+    """One file to draw: `draw()` writes it. `cost` (seconds, roughly, as measured on the
+    shipped corpus) shares the figures between two processes; `uses_blas` keeps a figure in
+    this process (BLAS threads do not survive a fork)."""
+
+    key: str
+    path: Path
+    caption: str
+    draw: Callable[[], object]
+    cost: float = 1.0
+    uses_blas: bool = False
+
+
+def make_plots(plan, tables: dict, folder: Path, share: bool = True) -> dict[str, tuple[Path, str]]:
+    """Draw every figure; returns {figure key: (path, caption)} in a fixed order. With `share`,
+    a forked child draws about half of them while this process draws the rest (matplotlib
+    holds the GIL: threads would not overlap); each figure is the same file either way."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    figures = _figures(plan, tables, folder)
+    mine, theirs = _share_out(figures) if share else (figures, [])
+    child = Beside(lambda: [f.draw() for f in theirs], "drawing the plots") if theirs else None
+    for f in mine:
+        f.draw()
+    if child is not None:
+        child.wait()
+    return {f.key: (f.path, f.caption) for f in figures}
+
+
+def _share_out(figures: list[_Figure]) -> tuple[list[_Figure], list[_Figure]]:
+    """(this process's figures, the child's): costliest first, each to the lighter side; the
+    BLAS users stay here."""
+    mine = [f for f in figures if f.uses_blas]
+    theirs: list[_Figure] = []
+    mine_cost, their_cost = sum(f.cost for f in mine), 0.0
+    for f in sorted((f for f in figures if not f.uses_blas), key=lambda f: -f.cost):
+        if mine_cost <= their_cost:
+            mine.append(f)
+            mine_cost += f.cost
+        else:
+            theirs.append(f)
+            their_cost += f.cost
+    return mine, theirs
+
+
+def _has_sites(res: Results, quantity: str) -> bool:
+    return any(s != FINAL_SITE for s in res.sites_by_quantity.get(quantity, ()))
+
+
+def _figures(plan, tables: dict, folder: Path) -> list[_Figure]:
+    """The figures this study's results can fill, in report order."""
     res = Results(tables["results"])
-    figs: dict[str, tuple[Path, str]] = {}
+    figs: list[_Figure] = []
     err_note = ("Per genre: the mean over the genre's prompts, error bars one standard deviation across "
                 "them. Black: the pooled corpus (all tokens of all prompts)")
 
     def depth(key, quantity, param, ylabel, title, caption, **kw):
-        path = folder / f"{key}.png"
-        if depth_figure(plan, res, quantity, param, ylabel, title, path, **kw):
-            figs[key] = (path, caption)
+        if _has_sites(res, quantity):
+            path = folder / f"{key}.png"
+            draw = partial(depth_figure, plan, res, quantity, param, ylabel, title, path, **kw)
+            figs.append(_Figure(key, path, caption, draw, cost=1.0 if kw.get("per_genre", True) else 0.4))
+
+    def multi_line(key, quantity, params, param_label, ylabel, title, caption, with_errors):
+        if _has_sites(res, quantity) and params:
+            path = folder / f"{key}.png"
+            draw = partial(multi_line_figure, plan, res, quantity, params, param_label, ylabel, title, path, with_errors)
+            figs.append(_Figure(key, path, caption, draw))
 
     est = set(plan.settings.estimators) | set(plan.pooled_settings.estimators)
     if "twonn" in est:
@@ -391,18 +454,15 @@ def make_plots(plan, tables: dict, folder: Path) -> dict[str, tuple[Path, str]]:
               f"Intrinsic dimension (GRIDE at neighbour orders {GRIDE_PLOT_SCALE} and {2 * GRIDE_PLOT_SCALE}) against depth",
               err_note + ", error bars GRIDE's standard error. Prompts too short for this scale are left out.")
         scales = sorted({p for (pid, s, q, p) in res.value if pid == POOLED_ID and q == "id_gride"})
-        path = folder / "id_gride_scales.png"
-        if multi_line_figure(plan, res, "id_gride", scales, lambda n: f"n1={n}, n2={2 * n}", "GRIDE ID",
-                             "GRIDE intrinsic dimension of the pooled corpus at each scale", path, True):
-            figs["id_gride_scales"] = (path, "Pooled corpus: GRIDE at neighbour orders n1 = 1, 2, 4, ... (n2 = 2 n1); "
-                                       "larger orders probe the cloud at larger distances. Error bars: GRIDE's standard error.")
+        multi_line("id_gride_scales", "id_gride", scales, lambda n: f"n1={n}, n2={2 * n}", "GRIDE ID",
+                   "GRIDE intrinsic dimension of the pooled corpus at each scale",
+                   "Pooled corpus: GRIDE at neighbour orders n1 = 1, 2, 4, ... (n2 = 2 n1); larger orders probe the "
+                   "cloud at larger distances. Error bars: GRIDE's standard error.", True)
     if "pca" in est:
-        levels = list(plan.settings.pca_levels)
-        path = folder / "pca_components.png"
-        if multi_line_figure(plan, res, "pca_components", levels, lambda v: f"{v:.0%} of variance", "components",
-                             "Principal components needed for each share of the variance (pooled corpus)", path, False):
-            figs["pca_components"] = (path, "Pooled corpus: the number of principal components whose eigenvalues add up "
-                                      "to each share of the total variance.")
+        multi_line("pca_components", "pca_components", list(plan.settings.pca_levels), lambda v: f"{v:.0%} of variance",
+                   "components", "Principal components needed for each share of the variance (pooled corpus)",
+                   "Pooled corpus: the number of principal components whose eigenvalues add up to each share of the "
+                   "total variance.", False)
         depth("pca_components_90", "pca_components", 0.9, "components for 90% of variance",
               "Principal components for 90% of the variance against depth", err_note + ".")
         depth("pca_participation_ratio", "pca_participation_ratio", None, "participation ratio",
@@ -426,20 +486,23 @@ def make_plots(plan, tables: dict, folder: Path) -> dict[str, tuple[Path, str]]:
         depth("lens_agreement", "lens_top1_agreement_all_positions", None, "top-1 agreement with the output",
               "Logit lens over positions: how often the top-1 token already equals the model's",
               "Fraction of sampled positions whose top-1 token at this depth is the model's final top-1 token.")
-
     focus = read_json(plan.result_path(plan.focus.id))
+    top_rows = tables["lens_top_tokens"]
     path = folder / "lens_heatmap.png"
-    lens_heatmap(plan, focus, tables["lens_top_tokens"], path)
-    figs["lens_heatmap"] = (path, "Rows: where the residual stream of the last token is read (after each block's "
-                            "attention, after each block) and the model's own output; columns: the model's final "
-                            f"top-{plan.top_k} tokens; colour and number: their probability at that depth.")
+    figs.append(_Figure("lens_heatmap", path, "Rows: where the residual stream of the last token is read (after each "
+                        "block's attention, after each block) and the model's own output; columns: the model's final "
+                        f"top-{plan.top_k} tokens; colour and number: their probability at that depth.",
+                        partial(lens_heatmap, plan, focus, top_rows, path), cost=1.5))
     path = folder / "lens_top_tokens.gif"
-    lens_gif(plan, tables["lens_top_tokens"], path)
-    figs["lens_gif"] = (path, "The last token's top tokens and their probabilities, depth by depth (animated).")
+    figs.append(_Figure("lens_gif", path,
+                        "The last token's top tokens and their probabilities, depth by depth (animated).",
+                        partial(lens_gif, plan, top_rows, path), cost=2.5))
     path = folder / f"attention_block{plan.attention_block}.png"
-    attention_grid(plan, focus["tokens"], path)
-    figs["attention"] = (path, f"Attention pattern of each head of block {plan.attention_block} on {plan.focus.id!r}.")
+    figs.append(_Figure("attention", path,
+                        f"Attention pattern of each head of block {plan.attention_block} on {plan.focus.id!r}.",
+                        partial(attention_grid, plan, focus["tokens"], path), cost=2.0))
     path = folder / f"pca3d_{plan.scatter_site}.png"
-    pca_scatter(plan, path)
-    figs["pca3d"] = (path, "The pooled token cloud on its first three principal components, coloured by position.")
+    figs.append(_Figure("pca3d", path,
+                        "The pooled token cloud on its first three principal components, coloured by position.",
+                        partial(pca_scatter, plan, path), cost=1.0, uses_blas=True))
     return figs
