@@ -383,23 +383,34 @@ def _write_prompt(plan: StudyPlan, i: int, site_results: list, lens: dict) -> No
 
 
 def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
-    """Every unfinished prompt: its forward pass (the next prompt's runs while this one is
-    analysed), one task per site, the logit lens; results written in corpus order."""
+    """Every unfinished prompt: its forward pass, one task per site, the logit lens; results
+    written in corpus order. A pipeline, so that no worker waits: the next prompt's forward
+    pass is queued before this prompt's analyses, and this prompt's analyses are queued before
+    the main thread waits for the previous prompt's results (at most three prompts' caches are
+    alive at once)."""
+
+    def finish(i, lens_future, site_futures):
+        results = [f.result() for f in site_futures]
+        _write_prompt(plan, i, results, lens_future.result())
+        bar.advance(note=f"{plan.corpus[i].id}: done")
+
     with TaskPool(plan.workers) as pool:
-        pending = pool.submit(_forward, plan, todo[0]) if todo else None
+        forward = pool.submit(_forward, plan, todo[0]) if todo else None
+        previous = None
         for k, i in enumerate(todo):
-            pid = plan.corpus[i].id
-            bar.stage(f"{pid}: forward pass")
-            cache = pending.result()
-            pending = pool.submit(_forward, plan, todo[k + 1]) if k + 1 < len(todo) else None
-            bar.stage(f"{pid}: geometry, ID, logit lens")
-            lens_future = pool.submit(_lens, plan, i, cache)
-            site_futures = [pool.submit(_analyse_site, plan, i, cache, site) for site in plan.sites]
-            results = [f.result() for f in site_futures]
-            lens = lens_future.result()
-            del cache
-            _write_prompt(plan, i, results, lens)
-            bar.advance(note=f"{pid}: done")
+            bar.stage(f"{plan.corpus[i].id}: forward pass")
+            cache = forward.result()
+            forward = pool.submit(_forward, plan, todo[k + 1]) if k + 1 < len(todo) else None
+            analyses = (i, pool.submit(_lens, plan, i, cache),
+                        [pool.submit(_analyse_site, plan, i, cache, site) for site in plan.sites])
+            del cache  # the queued tasks hold it until they have run
+            if previous is not None:
+                bar.stage(f"{plan.corpus[previous[0]].id}: geometry, ID, logit lens")
+                finish(*previous)
+            previous = analyses
+        if previous is not None:
+            bar.stage(f"{plan.corpus[previous[0]].id}: geometry, ID, logit lens")
+            finish(*previous)
 
 
 # --------------------------------------------------------------------------------------------
