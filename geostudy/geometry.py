@@ -67,10 +67,14 @@ def cosine_to_last(X) -> float:
 
 
 def cosine_to_last_sum(X) -> tuple[float, int]:
-    """(sum over i < N-1 of cos(x_i, x_{N-1}), number of terms): for pooling across prompts."""
+    """(sum over i < N-1 of cos(x_i, x_{N-1}), number of terms): for pooling across prompts.
+    Dot products over norms, without forming the unit rows (this runs on every prompt at every
+    site of the pooled corpus); a zero row gives NaN, as in `cosine_to_last`."""
     X = _as64(X)
-    u = _unit_rows(X)
-    return float((u[:-1] @ u[-1]).sum()), X.shape[0] - 1
+    rest, last = X[:-1], X[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (rest @ last) / (np.sqrt(np.einsum("ij,ij->i", rest, rest)) * np.linalg.norm(last))
+    return float(cos.sum()), X.shape[0] - 1
 
 
 def mean_pairwise_cosine(X) -> float:

@@ -106,9 +106,10 @@ def _covariance(X: np.ndarray, scale: float, mean: np.ndarray) -> np.ndarray:
     n, d = X.shape
     rows = _chunk_rows(d)
     cov = np.zeros((d, d))
+    part = np.empty((d, d))  # reused: a fresh D x D product per chunk costs more than the chunk's syrk
     for a in range(0, n, rows):
         chunk = scale * X[a : a + rows].astype(np.float64) - mean
-        cov += chunk.T @ chunk  # A.T @ A: BLAS syrk
+        cov += np.matmul(chunk.T, chunk, out=part)  # A.T @ A: BLAS syrk
     return cov
 
 
@@ -118,9 +119,10 @@ def _sample_gram(X: np.ndarray, scale: float, mean: np.ndarray) -> np.ndarray:
     n, d = X.shape
     cols = max(1, _CHUNK_BYTES // (8 * n))
     gram = np.zeros((n, n))
+    part = np.empty((n, n))
     for a in range(0, d, cols):
         chunk = scale * X[:, a : a + cols].astype(np.float64) - mean[a : a + cols]
-        gram += chunk @ chunk.T  # A @ A.T: BLAS syrk
+        gram += np.matmul(chunk, chunk.T, out=part)  # A @ A.T: BLAS syrk
     return gram
 
 

@@ -58,6 +58,15 @@ def test_geometry_against_direct_formulas(n, monkeypatch):
     assert d["mean_centred_norm"] == pytest.approx(np.linalg.norm(X64 - X64.mean(0), axis=1).mean(), rel=1e-12)
     assert d["cosine_to_last"] == pytest.approx(cos[:-1, -1].mean(), rel=1e-12)
     assert d["mean_pairwise_cosine"] == pytest.approx(cos[np.triu_indices(n, 1)].mean(), rel=1e-12)
+    total, terms = geometry.cosine_to_last_sum(X.astype(np.float32))  # the pooled corpus' form
+    assert terms == n - 1 and total == pytest.approx(cos[:-1, -1].sum(), rel=1e-12)
+
+
+def test_cosine_to_last_is_nan_with_a_zero_row_and_empty_for_one_point():
+    X = np.ones((4, 3), dtype=np.float32)
+    X[1] = 0.0
+    assert math.isnan(geometry.cosine_to_last_sum(X)[0]) and math.isnan(geometry.cosine_to_last(X))
+    assert geometry.cosine_to_last_sum(X[:1]) == (0.0, 0)
 
 
 @pytest.mark.parametrize("shape", [(30, 50), (200, 20)])
