@@ -12,12 +12,16 @@ scaled units; see ``neighbors.py``):
 * heaps      per point, a max-heap (float32 keys) of the ``kc`` smallest keys seen so far;
              the key of candidate j for point i is half_lb_j - g_ij = L_ij / 2 - half_lb_i
              (half_lb_i is constant along a row, so it is added back only when certifying).
+             A single-tile cloud fills the same arrays by a selection (select_rows) that
+             puts the largest key in slot 0, the only slot refine_candidates reads as a
+             heap's (it sorts the candidates itself).
 * exact      squared distances recomputed in float64 from the *original* coordinates,
              sum_t (s_i x_it - s_j x_jt)^2, with s a per-row scale (a power of two for
              Euclidean, that over the row norm for cosine).
 
 Every point's result is computed by one thread from a fixed visiting order, so output
-is bit-identical whatever the number of threads.
+is bit-identical whatever the number of threads (refine_candidates may take a distance
+from a row it refined earlier, but only one equal bit for bit to what it would compute).
 """
 
 from __future__ import annotations
@@ -136,7 +140,155 @@ def scan_tile(G, row0, col0, diagonal, half_lb, heap_keys, heap_ids):
             _scan_cols(G, c_lo, min(m, c_lo + _CHUNK), row0, col0, half_lb, heap_keys, heap_ids)
 
 
+# Selection (single-tile clouds) works on the keys' bit patterns mapped to int32 of the
+# same order, where the keys between two bounds can be counted by a vectorised compare.
+_NOT_A_KEY = np.int32(2**31 - 1)  # above every mapped key (it is the image of a NaN)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ordered_bits(b):
+    """Bits of a float32 as an int32 ordered as the floats are (keeps the sign and
+    reverses the magnitudes of negatives; -0 lands just below +0, which only refines the
+    order)."""
+    return b ^ np.int32(0x7FFFFFFF) if b < 0 else b
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _count_at_most(bits, m, t):
+    count = 0
+    for q in range(m):
+        count += 1 if bits[q] <= t else 0
+    return count
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def _narrow(bits, m, r, lo, hi, n_lo, n_hi, slack):
+    """Bisect the bracket (lo, hi] of the r-th smallest of bits[:m], given the counts
+    n_lo < r <= n_hi of values <= lo and <= hi, until at most ``slack`` values lie in it
+    (or it holds a single value). Returns lo, hi, n_lo, n_hi. Counting is vectorised,
+    so a few passes over the values cost less than a partition's branches."""
+    while n_hi - n_lo > slack and hi - lo > 1:
+        mid = lo + (hi - lo) // 2
+        n_mid = _count_at_most(bits, m, np.int32(mid))
+        if n_mid >= r:
+            hi = mid
+            n_hi = n_mid
+        else:
+            lo = mid
+            n_lo = n_mid
+    return lo, hi, n_lo, n_hi
+
+
+# Keys per row sampled to set the selection's threshold, and the size of the final
+# bracket (the keys next to the kc-th one) sorted outright.
+_SAMPLE = 128
+_SLACK = 16
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def select_rows(G, r_lo, r_hi, half_lb, heap_keys, heap_ids):
+    """For a cloud whose products form a single tile (``G`` is the full N x N Gram
+    matrix): the kc smallest keys half_lb[j] - g_ij of every row point i in r_lo..r_hi-1,
+    j != i, found by a selection rather than heap insertions, written to heap_keys[i] and
+    heap_ids[i] (shape (N, kc)) with the largest kept key in slot 0, as in a heap: every
+    key left out is >= it, which is all refine_candidates needs of a heap (it sorts the
+    candidates itself). Ties at the kc-th key are kept by index; the rest of the order
+    is arbitrary but fixed.
+
+    With every key of a row at hand, a heap scan does scalar heap work for most of them
+    (its top is loose until it has seen much of the row). Here an evenly spaced sample
+    of the row sets a threshold a little above the kc-th key, one branch-free pass keeps
+    the keys at or below it (about 2 kc of them), vectorised counts narrow those down to
+    a bracket of a few keys around the kc-th, and only that bracket is sorted.
+    """
+    n = G.shape[0]
+    kc = heap_keys.shape[1]
+    row_keys = np.empty(n, dtype=np.float32)
+    row_bits = row_keys.view(np.int32)
+    bits = np.empty(n, dtype=np.int32)  # kept keys (mapped) and their points
+    ids = np.empty(n, dtype=np.int64)
+    sample = np.empty(_SAMPLE, dtype=np.int32)
+    others = n - 1
+    # the sample rank of the kc-th key (expected rank, plus two standard deviations and
+    # two): a threshold below the kc-th key is then rare, and only costs a second pass
+    expected = kc * _SAMPLE / max(others, 1)
+    rank = min(_SAMPLE, int(expected + 2.0 * np.sqrt(expected)) + 3)
+    use_sample = others > 2 * kc and others > _SAMPLE
+    for i in range(r_lo, r_hi):
+        row = G[i]
+        for j in range(n):
+            row_keys[j] = half_lb[j] - row[j]
+        key_i = row_keys[i]
+        row_keys[i] = row_keys[1 if i == 0 else 0]  # out of the range below
+        lowest = np.int64(_NOT_A_KEY)
+        highest = np.int64(-_NOT_A_KEY - 1)
+        for j in range(n):
+            b = _ordered_bits(row_bits[j])
+            lowest = min(lowest, np.int64(b))
+            highest = max(highest, np.int64(b))
+        lowest -= 1  # (lowest, highest] holds every other key
+        row_keys[i] = key_i
+        threshold = highest
+        if use_sample:
+            # evenly spaced points other than i: no randomness; a cloud whose order
+            # correlates with distance just gets a looser threshold, or the second pass
+            for q in range(_SAMPLE):
+                u = q * others // _SAMPLE
+                sample[q] = _ordered_bits(row_bits[u + 1 if u >= i else u])
+            threshold = _narrow(sample, _SAMPLE, rank, lowest, highest, 0, _SAMPLE, 4)[1]
+        while True:
+            m = 0
+            for j in range(n):  # branch-free: write every key, advance past kept ones
+                b = _ordered_bits(row_bits[j])
+                bits[m] = b
+                ids[m] = j
+                m += 1 if b <= threshold and j != i else 0
+            if m >= kc:
+                break
+            threshold = highest  # an unlucky sample: keep every other key
+        lo, hi, n_lo, n_hi = _narrow(bits, m, kc, lowest, threshold, 0, m, _SLACK)
+        # keys <= lo are kept; the kc - n_lo smallest of the bracket (lo, hi] fill the
+        # rest: gathered in index order and sorted stably, so ties are kept by index
+        q = 0
+        size = 0
+        for p in range(m):
+            b = bits[p]
+            if b <= lo:
+                heap_ids[i, q] = ids[p]
+                q += 1
+            elif b <= hi:
+                bits[size] = b  # size <= p: the bracket is written behind the reads
+                ids[size] = ids[p]
+                size += 1
+        for a in range(1, size):  # insertion sort: a few keys, or one key repeated
+            ba = bits[a]
+            ia = ids[a]
+            c = a - 1
+            while c >= 0 and bits[c] > ba:
+                bits[c + 1] = bits[c]
+                ids[c + 1] = ids[c]
+                c -= 1
+            bits[c + 1] = ba
+            ids[c + 1] = ia
+        for p in range(kc - 1 - n_lo):
+            heap_ids[i, q] = ids[p]
+            q += 1
+        # the largest kept key, the last taken from the sorted bracket, into slot 0
+        heap_ids[i, q] = heap_ids[i, 0]
+        heap_ids[i, 0] = ids[kc - 1 - n_lo]
+        for p in range(kc):
+            heap_keys[i, p] = row_keys[heap_ids[i, p]]
+
+
 _SCALE_LO, _SCALE_HI = 2.0**-60, 2.0**60
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _one_scale(si, sj):
+    """Whether exact_sq_dist scales once, after summing (x_it - x_jt)^2 (Euclidean data).
+    That sum is symmetric in i and j bit for bit: x_it - x_jt and x_jt - x_it round to
+    opposite values, whose squares are equal, and are added in the same order."""
+    return si == sj and _SCALE_LO <= si <= _SCALE_HI
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -147,7 +299,7 @@ def exact_sq_dist(X, s, i, j):
     a = X[i]
     b = X[j]
     acc = 0.0
-    if si == sj and _SCALE_LO <= si <= _SCALE_HI:
+    if _one_scale(si, sj):
         # Euclidean: s is one power of two, so s (a - b) is exact and the scale can be
         # applied once at the end (same value, two fewer products per coordinate); the
         # range check keeps (a - b)^2 and s^2 clear of underflow and overflow
@@ -193,11 +345,23 @@ def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, ce
     a key >= the top of w's heap, so its L is at least 2 (min_w top_w + half_lb_i). Each
     pair (i, j) was offered to exactly one worker, so no point appears twice.
     Rows row_lo..row_hi-1 only: callers split the rows among threads.
+
+    Euclidean distances are symmetric bit for bit (see _one_scale), so a candidate j whose
+    row this call has already refined (row_lo <= j < i) and which kept i among its
+    neighbours gives its distance from there: about a third of the exact distances (in
+    GPT-2 clouds), each a pass over a row of X, for a scan of row j's k indices. That
+    pays only when a row of X is much longer than that row of indices (measured with
+    k = 64, i.e. 512 bytes of indices: rows of X of 1 to 2 KiB break even), so it is done
+    only for rows of X over 5 times as long.
     """
     n_workers, n, kc = heap_keys.shape
     m = n_workers * kc
     keys = np.empty(m, dtype=np.float32)
     ids = np.empty(m, dtype=np.int64)
+    d = np.empty(k, dtype=np.float64)
+    ix = np.empty(k, dtype=np.int64)
+    reuse = X.shape[1] * X.itemsize > 5 * 8 * k
+    kth = np.empty(row_hi - row_lo, dtype=np.float64)  # rows done here: k-th distance
     for i in range(row_lo, row_hi):
         bound = np.float32(EMPTY_KEY)
         for w in range(n_workers):
@@ -207,16 +371,24 @@ def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, ce
                 ids[w * kc + q] = heap_ids[w, i, q]
         _sort_by_key(keys, ids)
         hlbi = np.float64(half_lb[i])
-        d = np.empty(k, dtype=np.float64)
-        ix = np.empty(k, dtype=np.int64)
         filled = 0
         for q in range(m):
             j = ids[q]
             if j < 0:
                 break  # unfilled slots (sentinel keys) sort last
-            if filled == k and 2.0 * (np.float64(keys[q]) + hlbi) > d[k - 1]:
+            lower = 2.0 * (np.float64(keys[q]) + hlbi)
+            if filled == k and lower > d[k - 1]:
                 break  # keys ascend: every remaining candidate is provably farther
-            e = exact_sq_dist(X, s, i, j)
+            known = False
+            # (lower > row j's k-th distance: i is provably not among j's neighbours)
+            if reuse and row_lo <= j < i and lower <= kth[j - row_lo] and _one_scale(s[i], s[j]):
+                for p in range(k):
+                    if out_idx[j, p] == i:
+                        e = out_d2[j, p]
+                        known = True
+                        break
+            if not known:
+                e = exact_sq_dist(X, s, i, j)
             if filled == k and not _lex_less(e, j, d[k - 1], ix[k - 1]):
                 continue
             pos = filled if filled < k else k - 1
@@ -231,6 +403,7 @@ def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, ce
         for q in range(k):
             out_d2[i, q] = d[q]
             out_idx[i, q] = ix[q]
+        kth[i - row_lo] = d[k - 1]
         # a heap that never filled evicted nothing; its top is the sentinel
         certified[i] = 2.0 * (np.float64(bound) + hlbi) > d[k - 1]
 

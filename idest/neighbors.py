@@ -16,6 +16,8 @@ How (and why it is exact):
    constant c covers the rounding of the data to float32 (4u), the worst-case error of a
    float32 dot product of length D (gamma_D = D u / (1 - D u), u = 2^-24) and the
    rounding of the keys (4u), with a 25% cushion; so L_ij <= the exact squared distance.
+   A cloud of at most one block (N <= 1024) is a single tile, whose rows hold all their
+   products: there a per-row selection of the kc smallest keys replaces the heaps.
 4. The candidates' distances are recomputed exactly in float64 from the original
    coordinates (by increasing L, stopping once L exceeds the k-th exact distance) and
    sorted by (distance, index). A row is *certified* when the smallest bound among the
@@ -36,6 +38,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 
 import numba as nb
 import numpy as np
@@ -156,6 +159,31 @@ def _scan_all_tiles(geo: _Geometry, kc: int, workers: int) -> tuple[np.ndarray, 
     return heap_keys, heap_ids
 
 
+def _select_one_tile(geo: _Geometry, kc: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates of a cloud that is a single tile (N <= the block size), in the
+    layout ``_scan_all_tiles`` returns (one worker's heaps, largest key in slot 0).
+
+    The tile is then the whole N x N product matrix, so each row holds all its keys at
+    once: a per-row selection of the kc smallest is several times cheaper than offering
+    them one by one to a heap whose top is still loose. The candidate sets can differ
+    from the heap scan's only among keys tied with the kc-th, and both pass the same
+    certification, so the neighbours returned are the same, bit for bit.
+    """
+    n = geo.X.shape[0]
+    x = geo.xf32
+    products = np.empty((n, n), dtype=np.float32)  # at most the heap scan's tile buffer
+    with _single_threaded_blas():
+        np.matmul(x, x.T, out=products)
+    heap_keys = np.empty((1, n, kc), dtype=np.float32)
+    heap_ids = np.empty((1, n, kc), dtype=np.int64)
+
+    def select(lo: int, hi: int) -> None:
+        kk.select_rows(products, lo, hi, geo.half_lb, heap_keys[0], heap_ids[0])
+
+    _in_threads(select, n, workers)
+    return heap_keys, heap_ids
+
+
 def _in_threads(task, n_items: int, workers: int) -> None:
     """Run task(lo, hi) on ``workers`` contiguous slices of range(n_items), one per thread
     (the kernels release the GIL); results never depend on which thread runs what."""
@@ -172,22 +200,42 @@ def _in_threads(task, n_items: int, workers: int) -> None:
 def _single_threaded_blas():
     """BLAS limited to one thread while the workers run: parallelism comes from the
     workers, and a multi-threaded BLAS would fight them for the two cores."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a declared dependency
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover - threadpoolctl is a declared dependency
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with controller.limit(limits=1, user_api="blas"):
         yield
 
 
-def _knn_internal(geo: _Geometry, k: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours (self excluded) as internal squared distances, indices."""
+@cache
+def _blas_controller():
+    """threadpoolctl's handle on the loaded thread pools, found once: finding them costs
+    about 0.5 ms a call (``threadpool_limits`` looks again every time), as much as the
+    whole search of a 100-point cloud. The BLAS that np.matmul uses is loaded with NumPy,
+    so it is among those found."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
+
+
+def _knn_internal(
+    geo: _Geometry, k: int, workers: int | None = None, *, select: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours (self excluded) as internal squared distances, indices.
+    A single-tile cloud gets its candidates by selection unless ``select=False`` (which
+    forces the heap scan: the tests compare the two)."""
     n = geo.X.shape[0]
     kc = _candidate_count(k, n)
+    n_tiles = len(_tiles(n))
     if workers is None:
-        workers = _worker_count(len(_tiles(n)))
-    heap_keys, heap_ids = _scan_all_tiles(geo, kc, workers)
+        workers = _worker_count(n_tiles)
+    if select and n_tiles == 1:
+        heap_keys, heap_ids = _select_one_tile(geo, kc, workers)
+    else:
+        heap_keys, heap_ids = _scan_all_tiles(geo, kc, workers)
 
     d2 = np.empty((n, k), dtype=np.float64)
     idx = np.empty((n, k), dtype=np.int64)

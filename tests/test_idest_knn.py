@@ -5,6 +5,7 @@ import pytest
 
 import idest
 import idest.neighbors as neighbors
+from idest import _knn_kernels as kk
 from idest._validate import as_points
 
 
@@ -127,3 +128,144 @@ def test_k_must_be_below_n():
         idest.knn(X, 0)
     d, i = idest.knn(X, 9)  # every other point
     assert d.shape == (10, 9)
+
+
+# --- single-tile clouds: per-row selection instead of heaps --------------------------
+
+
+def both_paths(X, k, metric="euclidean", workers=None):
+    """The engine's internal result with the selection (default) and with the heap scan
+    forced, for the same prepared geometry."""
+    geo = neighbors._prepare(as_points(X), metric)
+    new = neighbors._knn_internal(geo, k, workers=workers)
+    old = neighbors._knn_internal(geo, k, workers=workers, select=False)
+    return geo, new, old
+
+
+def assert_same(new, old):
+    np.testing.assert_array_equal(new[1], old[1])
+    np.testing.assert_array_equal(new[0], old[0])  # bit for bit, not just close
+
+
+def grid(*sides, offset=1000.0):
+    axes = [np.arange(float(s)) for s in sides]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(sides)) + offset
+
+
+SIZES = [2, 3, 5, 17, 64, 65, 66, 77, 78, 129, 130, 153, 154, 300, 513, 1023, 1024, 1025]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_selection_matches_heap_scan_at_every_size(n):
+    # k = 1, the study's k = 64 (capped at N - 1), and k = N - 1 (every other point); the
+    # sizes cross kc = N - 1, the sampled path (N - 1 > max(2 kc, 128)) and the block size
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, 24)).astype(np.float32)
+    for k in sorted({1, min(64, n - 1), n - 1}):
+        _, new, old = both_paths(X, k)
+        assert_same(new, old)
+
+
+@pytest.mark.parametrize(
+    "cloud",
+    [
+        pytest.param(lambda: gpt2_like(700, d=96, seed=7), id="far-from-origin-f32"),
+        pytest.param(lambda: gpt2_like(400, d=64, seed=8, dtype=np.float64), id="far-from-origin-f64"),
+        pytest.param(lambda: np.repeat(gpt2_like(150, seed=9), 4, axis=0), id="each-point-4-times"),
+        pytest.param(lambda: grid(6, 6, 6), id="lattice-216"),
+        pytest.param(lambda: grid(32, 32), id="lattice-1024-at-block-size"),
+        pytest.param(lambda: grid(31, 33), id="lattice-1023"),
+        pytest.param(lambda: np.zeros((90, 5)) + 3.0, id="all-equal"),
+    ],
+)
+def test_selection_matches_heap_scan_on_hard_clouds(cloud):
+    X = cloud()
+    n = len(X)
+    for k in sorted({1, 8, min(64, n - 1), n - 2, n - 1}):
+        _, new, old = both_paths(X, k)
+        assert_same(new, old)
+    if n <= 400:  # the last k is n - 1: every other point, by (distance, index)
+        ref_d, ref_i = brute_force(X, n - 1)
+        np.testing.assert_array_equal(new[1], ref_i)
+
+
+def test_selection_matches_heap_scan_cosine_and_brute_force():
+    X = gpt2_like(500, d=80, offset=0.5, seed=11, dtype=np.float64)
+    geo, new, old = both_paths(X, 64, metric="cosine")
+    assert_same(new, old)
+    ref_d, ref_i = brute_force(X, 64, metric="cosine")
+    np.testing.assert_array_equal(new[1], ref_i)
+    np.testing.assert_allclose(neighbors._to_user_distances(new[0], geo), ref_d, rtol=1e-9)
+
+
+def test_selection_rows_split_among_workers():
+    # a single tile with several workers: the rows of the selection (and of the
+    # refinement) are split among threads; nothing may change
+    X = gpt2_like(600, d=48, seed=12)
+    _, one, _ = both_paths(X, 64, workers=1)
+    for w in (2, 3):
+        _, new, old = both_paths(X, 64, workers=w)
+        assert_same(new, one)
+        assert_same(old, one)
+
+
+def reference_selection(G, half_lb, kc):
+    """The kc smallest keys of every row (self excluded), ties by index, from NumPy."""
+    n = len(G)
+    keys = half_lb[None, :] - G
+    np.fill_diagonal(keys, np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(n), (n, n)), keys), axis=1)[:, :kc]
+    return np.take_along_axis(keys, order, axis=1), order
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "sample-misled"])
+def test_select_rows_kernel(case):
+    rng = np.random.default_rng(13)
+    n, kc = 700, 76
+    if case == "random":
+        G = rng.standard_normal((n, n)).astype(np.float32)
+        half_lb = rng.standard_normal(n).astype(np.float32)
+    elif case == "ties":
+        # few distinct key values (half-integers: never a signed zero), many tied with
+        # the kc-th: the lowest indices must be kept
+        G = rng.integers(-3, 4, (n, n)).astype(np.float32)
+        half_lb = np.full(n, 0.5, dtype=np.float32)
+    else:
+        # kc - 1 points near everyone, all at positions the last row samples; every other
+        # point equally far. The sample's threshold (its rank, about 24 here, is below
+        # kc - 1) is then a near key and keeps fewer than kc keys: the kernel must take
+        # its second pass, with every key
+        G = np.zeros((n, n), dtype=np.float32)
+        half_lb = np.full(n, 100.0, dtype=np.float32)
+        sampled = [q * (n - 1) // kk._SAMPLE for q in range(kk._SAMPLE)]
+        half_lb[sampled[: kc - 1]] = 1.0 + rng.random(kc - 1).astype(np.float32)
+    heap_keys = np.empty((n, kc), dtype=np.float32)
+    heap_ids = np.empty((n, kc), dtype=np.int64)
+    kk.select_rows(G, 0, n, half_lb, heap_keys, heap_ids)
+    ref_keys, ref_ids = reference_selection(G, half_lb, kc)
+    # the same (key, id) pairs, the largest key in slot 0
+    order = np.lexsort((heap_ids, heap_keys), axis=1)
+    np.testing.assert_array_equal(np.take_along_axis(heap_ids, order, axis=1), ref_ids)
+    np.testing.assert_array_equal(np.take_along_axis(heap_keys, order, axis=1), ref_keys)
+    np.testing.assert_array_equal(heap_keys[:, 0], ref_keys[:, -1])
+
+
+def test_refine_reuses_distances_bit_for_bit():
+    # refining all rows in one call reuses the distances of earlier rows (Euclidean, and
+    # rows of X over 5 x 8 k bytes); one call per row cannot: both must agree exactly
+    X = gpt2_like(300, d=300, seed=14, dtype=np.float64)
+    geo = neighbors._prepare(as_points(X), "euclidean")
+    n, k = len(X), 40
+    assert X.shape[1] * X.itemsize > 5 * 8 * k
+    kc = neighbors._candidate_count(k, n)
+    heap_keys, heap_ids = neighbors._select_one_tile(geo, kc, 1)
+    results = []
+    for rows in ([(0, n)], [(i, i + 1) for i in range(n)]):
+        d2 = np.empty((n, k))
+        idx = np.empty((n, k), dtype=np.int64)
+        certified = np.empty(n, dtype=np.bool_)
+        for lo, hi in rows:
+            kk.refine_candidates(geo.X, geo.s, geo.half_lb, heap_keys, heap_ids, k, d2, idx, certified, lo, hi)
+        results.append((d2, idx, certified))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
