@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import geostudy  # noqa: E402
+from geostudy.malloc import keep_freed_memory  # noqa: E402
 from geostudy.run import DEFAULT_LENS_POSITIONS, MANIFEST, PLOT_DIR, REPORT, TABLE_DIR  # noqa: E402
 
 
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.list_sites:
         return list_sites(args)
+    keep_freed_memory()  # process-wide malloc tuning: see geostudy/malloc.py
     options = dict(
         tokenizer=args.tokenizer, sites=args.sites, estimators=args.estimators,
         pooled_estimators=args.pooled_estimators, drop_positions=args.drop_positions, dtype=args.dtype,

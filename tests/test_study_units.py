@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -206,3 +207,12 @@ def test_a_job_beside_writes_its_file_or_reports_its_failure(tmp_path):
     failing = Beside(lambda: 1 / 0, "writing the tables")
     with pytest.raises(StudyError, match="writing the tables failed"):
         failing.wait()
+
+
+def test_malloc_tuning_takes_on_glibc_and_is_a_no_op_elsewhere():
+    import platform
+
+    from geostudy.malloc import keep_freed_memory
+
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is on_glibc
