@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import _duplicates as dup
-from ._validate import CleanPoints, as_points, check_metric, check_on_duplicates
+from ._validate import CleanPoints, abs_max, as_points, check_metric, check_on_duplicates
 from .neighbors import _Geometry, _knn_internal, _prepare, _to_user_distances
 from .results import Neighborhoods
 
@@ -25,7 +25,7 @@ _DEFAULT_ON_DUPLICATES = "drop"
 
 def _drop(points: CleanPoints, keep: np.ndarray) -> CleanPoints:
     X = np.ascontiguousarray(points.X[keep])
-    return CleanPoints(X, float(np.abs(X).max()) if X.size else 0.0)
+    return CleanPoints(X, abs_max(X))
 
 
 def _user_k(k_name: str | None, k) -> str | None:

@@ -117,6 +117,12 @@ def as_points(X, *, name: str = "X") -> CleanPoints:
     return CleanPoints(arr, float(max_abs))
 
 
+def abs_max(X: np.ndarray) -> float:
+    """max |x| of finite, already validated data (0 if empty), from its max and min: no
+    (N, D) temporary of |X|, which for the pooled clouds costs more than the search's setup."""
+    return max(float(X.max()), -float(X.min())) if X.size else 0.0
+
+
 def check_int(name: str, value, *, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._neighborhoods import for_estimator
-from ._validate import as_points, check_choice, check_int, power_of_two_scale
+from ._validate import abs_max, as_points, check_choice, check_int, power_of_two_scale
 from .pca_rules import apply_rule, check_rule
 from .results import LocalPCAResult, PCAResult
 
@@ -185,7 +185,7 @@ def _local_spectra(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Spectrum of each point's neighbourhood points[indices[i]] (k points), in batches."""
     n, k = indices.shape
     d = points.shape[1]
-    noise = _input_rounding_variance(k, d, float(np.abs(points).max()))
+    noise = _input_rounding_variance(k, d, abs_max(points))
     m = min(k, d)
     out = np.empty((n, m))
     batch = max(1, _CHUNK_BYTES // (8 * k * d))

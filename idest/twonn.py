@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._neighborhoods import for_estimator
-from ._validate import CleanPoints, check_choice, check_fraction, check_int
+from ._validate import CleanPoints, abs_max, check_choice, check_fraction, check_int
 from .neighbors import _knn_internal, _prepare, _to_user_distances
 from .results import TwoNNResult, TwoNNScalingResult
 
@@ -181,7 +181,7 @@ def twonn_scaling(
 
 def _subset_distances(points: np.ndarray, metric: str) -> np.ndarray:
     """First two neighbour distances within a subset of already-validated distinct points."""
-    clean = CleanPoints(np.ascontiguousarray(points), float(np.abs(points).max()))
+    clean = CleanPoints(np.ascontiguousarray(points), abs_max(points))
     geo = _prepare(clean, metric)
     d2, _ = _knn_internal(geo, 2)
     return _to_user_distances(d2, geo)
