@@ -9,12 +9,18 @@ scaled units; see ``neighbors.py``):
              is a *lower bound* of the exact squared distance, where c bounds every float32
              error (input rounding, the worst-case dot-product error, the key's own rounding;
              see neighbors.py).
-* heaps      per point, a max-heap (float32 keys) of the ``kc`` smallest keys seen so far;
-             the key of candidate j for point i is half_lb_j - g_ij = L_ij / 2 - half_lb_i
+* keys       the key of candidate j for point i is half_lb_j - g_ij = L_ij / 2 - half_lb_i
              (half_lb_i is constant along a row, so it is added back only when certifying).
-             A single-tile cloud fills the same arrays by a selection (select_rows) that
-             puts the largest key in slot 0, the only slot refine_candidates reads as a
-             heap's (it sorts the candidates itself).
+* buffers    per point (and worker) during the scan: an unsorted buffer of keys below the
+             point's threshold, with their points. When it is full, the kc smallest are
+             kept and the threshold drops to the largest of them (keep_smallest), so every
+             key left out is >= the threshold, which only decreases.
+* candidates per point (and worker) after the scan: the kc smallest keys it was offered,
+             in any order but the largest in slot 0 (or, if it was offered fewer, the
+             sentinel EMPTY_KEY in slot 0 and id -1 in unfilled slots). Every key left out
+             is >= slot 0, the only property refine_candidates needs (it sorts the
+             candidates itself). A single-tile cloud gets them from a selection
+             (select_rows), a larger one from the buffers of the tile scan (scan_tile).
 * exact      squared distances recomputed in float64 from the *original* coordinates,
              sum_t (s_i x_it - s_j x_jt)^2, with s a per-row scale (a power of two for
              Euclidean, that over the row norm for cosine).
@@ -28,120 +34,40 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _trailing_zeros(typingctx, x):
+    """Trailing zero bits of an integer: LLVM's cttz, one instruction (written with Numba's
+    public extension API; a loop over the bits would cost more than the work they index)."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))  # defined for 0 too
+
+    return x(x), codegen
+
 
 # Reassociation lets LLVM vectorise the float64 reduction; no finite-math assumptions.
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _heap_replace_top(keys, ids, key, j):
-    """Replace the root (largest key) of a max-heap by (key, j) and restore the heap."""
-    size = keys.shape[0]
-    pos = 0
-    while True:
-        child = 2 * pos + 1
-        if child >= size:
-            break
-        right = child + 1
-        if right < size and keys[right] > keys[child]:
-            child = right
-        if keys[child] <= key:
-            break
-        keys[pos] = keys[child]
-        ids[pos] = ids[child]
-        pos = child
-    keys[pos] = key
-    ids[pos] = j
-
-
-# Heaps start full of this sentinel instead of +inf, so the scan kernels may be compiled
-# with full fast-math (no NaN or Inf can occur in them: the data were checked finite).
+# Thresholds start at this sentinel instead of +inf (and unfilled candidate slots hold
+# it), so the scan kernels may be compiled with full fast-math (no NaN or Inf can occur
+# in them: the data were checked finite).
 EMPTY_KEY = np.float32(3.0e38)
-# Products tested at once by one vectorised comparison before any scalar heap work.
-# (LLVM vectorises this 64-wide 'any' about 6x better than 16- or 32-wide ones here.)
+# Products tested at once by vectorised comparisons: an 'any' test, then, if some key is
+# below the threshold, a bit mask of those keys, the only ones that get scalar work.
 _CHUNK = 64
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
-def _scan_rows(G, r_lo, r_hi, row0, col0, half_lb, heap_keys, heap_ids):
-    """Offer products G[r, :] to the heap of row point i = row0 + r, key half_lb[j] - g_ij.
-    Most chunks hold no key below the heap's top: a vectorised test rejects them before
-    any scalar work."""
-    m = G.shape[1]
-    full = m - m % _CHUNK
-    lbs = half_lb[col0 : col0 + m]
-    chunk_keys = np.empty(_CHUNK, dtype=np.float32)
-    for r in range(r_lo, r_hi):
-        i = row0 + r
-        keys = heap_keys[i]
-        ids = heap_ids[i]
-        top = keys[0]
-        row = G[r]
-        for c0 in range(0, full, _CHUNK):
-            hit = False  # an 'any' of comparisons vectorises; a running min does not
-            for q in range(_CHUNK):
-                hit |= lbs[c0 + q] - row[c0 + q] < top
-            if not hit:
-                continue
-            for q in range(_CHUNK):
-                chunk_keys[q] = lbs[c0 + q] - row[c0 + q]
-            for q in range(_CHUNK):
-                if chunk_keys[q] < top and col0 + c0 + q != i:
-                    _heap_replace_top(keys, ids, chunk_keys[q], col0 + c0 + q)
-                    top = keys[0]
-        for c in range(full, m):
-            key = lbs[c] - row[c]
-            if key < top and col0 + c != i:
-                _heap_replace_top(keys, ids, key, col0 + c)
-                top = keys[0]
-
-
-@nb.njit(cache=True, nogil=True, fastmath=True)
-def _scan_cols(G, c_lo, c_hi, row0, col0, half_lb, heap_keys, heap_ids):
-    """Offer products G[:, c] to the heap of column point j = col0 + c, key
-    half_lb[i] - g_ij (the symmetry g_ij = g_ji: each off-diagonal tile is computed once).
-    The columns' heap tops sit in a small local array for a vectorised test."""
-    b = G.shape[0]
-    w = c_hi - c_lo
-    tops = np.empty(_CHUNK, dtype=np.float32)
-    for q in range(_CHUNK):
-        # padding columns get a top no key can beat
-        tops[q] = heap_keys[col0 + c_lo + q, 0] if q < w else -EMPTY_KEY
-    for r in range(b):
-        hlbi = half_lb[row0 + r]
-        row = G[r]
-        hit = False
-        if w == _CHUNK:
-            for q in range(_CHUNK):
-                hit |= hlbi - row[c_lo + q] < tops[q]
-        else:
-            for q in range(w):
-                hit |= hlbi - row[c_lo + q] < tops[q]
-        if not hit:
-            continue
-        for q in range(w):
-            key = hlbi - row[c_lo + q]
-            if key < tops[q]:
-                j = col0 + c_lo + q
-                _heap_replace_top(heap_keys[j], heap_ids[j], key, row0 + r)
-                tops[q] = heap_keys[j, 0]
-
-
-@nb.njit(cache=True, nogil=True)
-def scan_tile(G, row0, col0, diagonal, half_lb, heap_keys, heap_ids):
-    """Offer a tile of products (rows row0.., columns col0..) to the heaps: every row's,
-    and, for an off-diagonal tile, every column's (a diagonal tile already holds both
-    g_ij and g_ji). Single-threaded on purpose: each worker thread owns its heaps and
-    scans the tile its own BLAS call just wrote, while it is still in that core's cache."""
-    b, m = G.shape
-    _scan_rows(G, 0, b, row0, col0, half_lb, heap_keys, heap_ids)
-    if not diagonal:
-        for c_lo in range(0, m, _CHUNK):
-            _scan_cols(G, c_lo, min(m, c_lo + _CHUNK), row0, col0, half_lb, heap_keys, heap_ids)
-
-
-# Selection (single-tile clouds) works on the keys' bit patterns mapped to int32 of the
-# same order, where the keys between two bounds can be counted by a vectorised compare.
+# Selection (single-tile clouds, diagonal tiles, full buffers) works on the keys' bit
+# patterns mapped to int32 of the same order, where the keys between two bounds can be
+# counted by a vectorised compare.
 _NOT_A_KEY = np.int32(2**31 - 1)  # above every mapped key (it is the image of a NaN)
 
 
@@ -186,23 +112,24 @@ _SLACK = 16
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
-def select_rows(G, r_lo, r_hi, half_lb, heap_keys, heap_ids):
-    """For a cloud whose products form a single tile (``G`` is the full N x N Gram
-    matrix): the kc smallest keys half_lb[j] - g_ij of every row point i in r_lo..r_hi-1,
-    j != i, found by a selection rather than heap insertions, written to heap_keys[i] and
-    heap_ids[i] (shape (N, kc)) with the largest kept key in slot 0, as in a heap: every
-    key left out is >= it, which is all refine_candidates needs of a heap (it sorts the
-    candidates itself). Ties at the kc-th key are kept by index; the rest of the order
-    is arbitrary but fixed.
+def select_rows(G, r_lo, r_hi, half_lb, cand_keys, cand_ids, first=0):
+    """For a square tile ``G`` of all the products among points first..first+n-1 (the
+    whole Gram matrix of a single-tile cloud, or a diagonal tile): the kc smallest keys
+    half_lb[j] - g_ij of every row point i in r_lo..r_hi-1 (tile rows), j != i, found by a
+    selection rather than one by one, written to cand_keys[first + i] and cand_ids[first + i]
+    (kc = cand_keys.shape[1] <= n - 1; ids are global, first + j) with the largest kept key
+    in slot 0. ``half_lb`` is that of the tile's points. Ties at the kc-th key are kept by
+    index; the rest of the order is arbitrary but fixed.
 
-    With every key of a row at hand, a heap scan does scalar heap work for most of them
-    (its top is loose until it has seen much of the row). Here an evenly spaced sample
-    of the row sets a threshold a little above the kc-th key, one branch-free pass keeps
-    the keys at or below it (about 2 kc of them), vectorised counts narrow those down to
-    a bracket of a few keys around the kc-th, and only that bracket is sorted.
+    With every key of a row at hand, a scan does scalar work for most of them (its
+    threshold is loose until it has seen much of the row). Here an evenly spaced sample
+    of the row sets a threshold a little above the kc-th key, one pass keeps the keys at
+    or below it (about 2 kc of them; bit masks of chunks, as in _offer_rows), vectorised
+    counts narrow those down to a bracket of a few keys around the kc-th, and only that
+    bracket is sorted.
     """
     n = G.shape[0]
-    kc = heap_keys.shape[1]
+    kc = cand_keys.shape[1]
     row_keys = np.empty(n, dtype=np.float32)
     row_bits = row_keys.view(np.int32)
     bits = np.empty(n, dtype=np.int32)  # kept keys (mapped) and their points
@@ -237,29 +164,43 @@ def select_rows(G, r_lo, r_hi, half_lb, heap_keys, heap_ids):
                 sample[q] = _ordered_bits(row_bits[u + 1 if u >= i else u])
             threshold = _narrow(sample, _SAMPLE, rank, lowest, highest, 0, _SAMPLE, 4)[1]
         while True:
+            # the keys at or below the threshold (in index order), by chunks as in
+            # _offer_rows: a bit mask of each chunk, scalar work for its set bits only
+            t = np.int32(threshold)
             m = 0
-            for j in range(n):  # branch-free: write every key, advance past kept ones
-                b = _ordered_bits(row_bits[j])
-                bits[m] = b
-                ids[m] = j
-                m += 1 if b <= threshold and j != i else 0
+            for c0 in range(0, n, _CHUNK):
+                mask = np.uint64(0)
+                if c0 + _CHUNK <= n:  # (a constant trip count vectorises best)
+                    for q in range(_CHUNK):
+                        kept = _ordered_bits(row_bits[_index(c0 + q)]) <= t
+                        mask |= (np.uint64(1) << np.uint64(q)) if kept else np.uint64(0)
+                else:
+                    for q in range(n - c0):
+                        kept = _ordered_bits(row_bits[_index(c0 + q)]) <= t
+                        mask |= (np.uint64(1) << np.uint64(q)) if kept else np.uint64(0)
+                while mask != 0:
+                    q, mask = _next_bit(mask)
+                    j = c0 + q
+                    bits[m] = _ordered_bits(row_bits[j])
+                    ids[m] = j
+                    m += 1 if j != i else 0
             if m >= kc:
                 break
             threshold = highest  # an unlucky sample: keep every other key
         lo, hi, n_lo, n_hi = _narrow(bits, m, kc, lowest, threshold, 0, m, _SLACK)
+        out_ids = cand_ids[first + i]
         # keys <= lo are kept; the kc - n_lo smallest of the bracket (lo, hi] fill the
         # rest: gathered in index order and sorted stably, so ties are kept by index
         q = 0
         size = 0
-        for p in range(m):
+        for p in range(m):  # branch-free: write both, advance where the key belongs
             b = bits[p]
-            if b <= lo:
-                heap_ids[i, q] = ids[p]
-                q += 1
-            elif b <= hi:
-                bits[size] = b  # size <= p: the bracket is written behind the reads
-                ids[size] = ids[p]
-                size += 1
+            j = ids[p]
+            out_ids[q] = first + j  # q <= n_lo < kc
+            q += 1 if b <= lo else 0
+            bits[size] = b  # size <= p: the bracket is written behind the reads
+            ids[size] = j
+            size += 1 if lo < b <= hi else 0
         for a in range(1, size):  # insertion sort: a few keys, or one key repeated
             ba = bits[a]
             ia = ids[a]
@@ -271,13 +212,235 @@ def select_rows(G, r_lo, r_hi, half_lb, heap_keys, heap_ids):
             bits[c + 1] = ba
             ids[c + 1] = ia
         for p in range(kc - 1 - n_lo):
-            heap_ids[i, q] = ids[p]
+            out_ids[q] = first + ids[p]
             q += 1
         # the largest kept key, the last taken from the sorted bracket, into slot 0
-        heap_ids[i, q] = heap_ids[i, 0]
-        heap_ids[i, 0] = ids[kc - 1 - n_lo]
+        out_ids[q] = out_ids[0]
+        out_ids[0] = first + ids[kc - 1 - n_lo]
         for p in range(kc):
-            heap_keys[i, p] = row_keys[heap_ids[i, p]]
+            cand_keys[first + i, p] = row_keys[out_ids[p] - first]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def keep_smallest(keys, ids, m, kc, scratch):
+    """Reorder keys[:m] and ids[:m] (m >= kc) so that the kc smallest keys come first,
+    the largest of them in slot 0, and return that key: every key left out is >= it.
+    Ties at the kc-th key are broken arbitrarily (refine_candidates needs no more).
+    ``scratch`` is int32 of at least 3 m: mapped keys, and the bracket's keys and ids.
+    The selection of select_rows: vectorised counts narrow a bracket around the kc-th key,
+    only the bracket is sorted."""
+    bits = keys.view(np.int32)
+    mapped = scratch[:m]
+    br_bits = scratch[m : 2 * m]
+    br_ids = scratch[2 * m : 3 * m]
+    lowest = _NOT_A_KEY
+    highest = -_NOT_A_KEY - 1
+    for q in range(m):
+        b = _ordered_bits(bits[q])
+        mapped[q] = b
+        lowest = min(lowest, b)
+        highest = max(highest, b)
+    lo, hi, n_lo, _ = _narrow(mapped, m, kc, np.int64(lowest) - 1, np.int64(highest), 0, m, _SLACK)
+    # keys <= lo stay, moved to the front (written behind the reads); the bracket (lo, hi]
+    # is sorted aside and its kc - n_lo smallest follow them
+    front = 0
+    size = 0
+    for p in range(m):  # branch-free: write both, advance where the key belongs
+        b = mapped[p]
+        key = keys[p]
+        j = ids[p]
+        keys[front] = key  # front <= p
+        ids[front] = j
+        front += 1 if b <= lo else 0
+        br_bits[size] = b
+        br_ids[size] = j
+        size += 1 if lo < b <= hi else 0
+    for a in range(1, size):  # insertion sort: a few keys, or one key repeated
+        ba = br_bits[a]
+        ia = br_ids[a]
+        c = a - 1
+        while c >= 0 and br_bits[c] > ba:
+            br_bits[c + 1] = br_bits[c]
+            br_ids[c + 1] = br_ids[c]
+            c -= 1
+        br_bits[c + 1] = ba
+        br_ids[c + 1] = ia
+    for p in range(kc - n_lo):
+        b = br_bits[p]
+        bits[front] = _ordered_bits(b)  # the mapping is its own inverse
+        ids[front] = br_ids[p]
+        front += 1
+    # the largest kept key, the last taken from the bracket, into slot 0
+    top = keys[kc - 1]
+    keys[kc - 1] = keys[0]
+    keys[0] = top
+    j = ids[kc - 1]
+    ids[kc - 1] = ids[0]
+    ids[0] = j
+    return top
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _index(c):
+    """An index known to be >= 0, as unsigned: an array indexed by c0 + q with c0 >= 0
+    unproven is indexed with a wraparound check, which turns the vectorised loads of a
+    chunk into gathers (several times slower). Slicing the chunk would avoid it too, but
+    each slice costs a reference count."""
+    return np.uint64(c)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _next_bit(mask):
+    """Index of the lowest set bit of a nonzero mask, and the mask without it."""
+    return _trailing_zeros(mask), mask & (mask - np.uint64(1))
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def _offer_rows(G, row0, col0, half_lb, kc, tops, counts, buf_keys, buf_ids, scratch):
+    """Offer products G[r, :] to the buffer of row point i = row0 + r, key half_lb[j] - g_ij.
+
+    A vectorised 'any' test skips each chunk of 64 keys with none below the threshold;
+    in the others (with kc = 76 among N = 9,335 points, most chunks early in the scan),
+    a vectorised comparison yields a bit mask and only its set bits get scalar work: each
+    such key is appended to the buffer (no heap to sift, no branch on keys that fail)."""
+    m = G.shape[1]
+    cap = buf_keys.shape[1]
+    # (no views of rows in the loops: each costs a reference count, about as much as
+    # the vectorised test of a hundred keys)
+    for r in range(G.shape[0]):
+        i = row0 + r
+        top = tops[i]
+        size = counts[i]
+        for c0 in range(0, m, _CHUNK):
+            mask = np.uint64(0)
+            if c0 + _CHUNK <= m:  # (a constant trip count vectorises best)
+                hit = False
+                for q in range(_CHUNK):
+                    hit |= half_lb[_index(col0 + c0 + q)] - G[_index(r), _index(c0 + q)] < top
+                if not hit:
+                    continue
+                for q in range(_CHUNK):
+                    below = half_lb[_index(col0 + c0 + q)] - G[_index(r), _index(c0 + q)] < top
+                    mask |= (np.uint64(1) << np.uint64(q)) if below else np.uint64(0)
+            else:
+                for q in range(m - c0):
+                    below = half_lb[_index(col0 + c0 + q)] - G[_index(r), _index(c0 + q)] < top
+                    mask |= (np.uint64(1) << np.uint64(q)) if below else np.uint64(0)
+            while mask != 0:
+                q, mask = _next_bit(mask)
+                j = col0 + c0 + q
+                if j == i:
+                    continue
+                if size == cap:
+                    # (the mask's later keys may then exceed the new threshold: kept
+                    # anyway, harmless, as any key in a buffer)
+                    top = keep_smallest(buf_keys[i], buf_ids[i], size, kc, scratch)
+                    size = kc
+                buf_keys[i, size] = half_lb[j] - G[r, c0 + q]
+                buf_ids[i, size] = j
+                size += 1
+        tops[i] = top
+        counts[i] = size
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def _offer_cols(G, c_lo, c_hi, row0, col0, half_lb, kc, tops, counts, buf_keys, buf_ids, scratch):
+    """Offer products G[:, c] to the buffer of column point j = col0 + c, key
+    half_lb[i] - g_ij (the symmetry g_ij = g_ji: each off-diagonal tile is computed once).
+    The columns' thresholds and buffer sizes sit in small local arrays, so a row of the
+    strip is compared with them by vectorised comparisons, as a chunk in _offer_rows."""
+    w = c_hi - c_lo
+    cap = buf_keys.shape[1]
+    col_tops = np.empty(_CHUNK, dtype=np.float32)
+    sizes = np.empty(_CHUNK, dtype=np.int64)
+    for q in range(_CHUNK):
+        # padding columns get a threshold no key can pass
+        col_tops[q] = tops[col0 + c_lo + q] if q < w else -EMPTY_KEY
+        sizes[q] = counts[col0 + c_lo + q] if q < w else 0
+    for r in range(G.shape[0]):
+        hlbi = half_lb[row0 + r]
+        mask = np.uint64(0)
+        if w == _CHUNK:
+            hit = False
+            for q in range(_CHUNK):
+                hit |= hlbi - G[_index(r), _index(c_lo + q)] < col_tops[q]
+            if not hit:
+                continue
+            for q in range(_CHUNK):
+                below = hlbi - G[_index(r), _index(c_lo + q)] < col_tops[q]
+                mask |= (np.uint64(1) << np.uint64(q)) if below else np.uint64(0)
+        else:
+            for q in range(w):
+                below = hlbi - G[_index(r), _index(c_lo + q)] < col_tops[q]
+                mask |= (np.uint64(1) << np.uint64(q)) if below else np.uint64(0)
+        while mask != 0:
+            q, mask = _next_bit(mask)
+            key = hlbi - G[r, c_lo + q]
+            j = col0 + c_lo + q
+            size = sizes[q]
+            if size == cap:
+                col_tops[q] = keep_smallest(buf_keys[j], buf_ids[j], size, kc, scratch)
+                size = kc
+            buf_keys[j, size] = key
+            buf_ids[j, size] = row0 + r
+            sizes[q] = size + 1
+    for q in range(w):
+        tops[col0 + c_lo + q] = col_tops[q]
+        counts[col0 + c_lo + q] = sizes[q]
+
+
+@nb.njit(cache=True, nogil=True)
+def scan_tile(G, row0, col0, diagonal, select, half_lb, kc, tops, counts, buf_keys, buf_ids):
+    """Offer a tile of products (rows row0.., columns col0..) to the buffers (with their
+    thresholds ``tops`` and sizes ``counts``, all owned by the calling worker): every
+    row's, and, for an off-diagonal tile, every column's (a diagonal tile already holds
+    both g_ij and g_ji). Single-threaded on purpose: each worker thread scans the tile its
+    own BLAS call just wrote, while it is still in that core's cache.
+
+    A diagonal tile holds all the products among its points. When those points' buffers
+    are still empty (the engine computes every diagonal tile before any other), and
+    ``select`` is set, each row's kc smallest keys are selected at once (select_rows)
+    and its threshold starts at the largest of them: tighter than the loose early
+    thresholds of a scan, and cheaper than offering the first keys one by one."""
+    b, m = G.shape
+    scratch = np.empty(3 * buf_keys.shape[1], dtype=np.int32)
+    if diagonal and select and b > kc and counts[row0 : row0 + b].max() == 0:
+        select_rows(G, 0, b, half_lb[row0 : row0 + b], buf_keys[:, :kc], buf_ids[:, :kc], row0)
+        for i in range(row0, row0 + b):
+            tops[i] = buf_keys[i, 0]
+            counts[i] = kc
+        return
+    _offer_rows(G, row0, col0, half_lb, kc, tops, counts, buf_keys, buf_ids, scratch)
+    if not diagonal:
+        for c_lo in range(0, m, _CHUNK):
+            c_hi = min(m, c_lo + _CHUNK)
+            _offer_cols(G, c_lo, c_hi, row0, col0, half_lb, kc, tops, counts, buf_keys, buf_ids, scratch)
+
+
+@nb.njit(cache=True, nogil=True)
+def buffers_to_candidates(counts, buf_keys, buf_ids, cand_keys, cand_ids):
+    """The candidates (kc = cand_keys.shape[1] smallest keys, the largest in slot 0; see
+    the module docstring) of every point from its buffer after the scan."""
+    kc = cand_keys.shape[1]
+    scratch = np.empty(3 * buf_keys.shape[1], dtype=np.int32)
+    for i in range(buf_keys.shape[0]):
+        size = counts[i]
+        if size >= kc:
+            keep_smallest(buf_keys[i], buf_ids[i], size, kc, scratch)
+            for q in range(kc):
+                cand_keys[i, q] = buf_keys[i, q]
+                cand_ids[i, q] = buf_ids[i, q]
+            continue
+        # fewer keys offered than kc (several workers), so none was left out: slot 0
+        # holds the sentinel, a bound that excludes nothing
+        cand_keys[i, 0] = EMPTY_KEY
+        cand_ids[i, 0] = -1
+        for q in range(size):
+            cand_keys[i, q + 1] = buf_keys[i, q]
+            cand_ids[i, q + 1] = buf_ids[i, q]
+        for q in range(size + 1, kc):
+            cand_keys[i, q] = EMPTY_KEY
+            cand_ids[i, q] = -1
 
 
 _SCALE_LO, _SCALE_HI = 2.0**-60, 2.0**60
@@ -334,15 +497,15 @@ def _sort_by_key(keys, ids):
 
 
 @nb.njit(cache=True, nogil=True)
-def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, certified, row_lo, row_hi):
-    """Exact distances for the candidates of every worker's heap (heap_keys has shape
+def refine_candidates(X, s, half_lb, cand_keys, cand_ids, k, out_d2, out_idx, certified, row_lo, row_hi):
+    """Exact distances for the candidates of every worker (cand_keys has shape
     (workers, N, kc)), keeping the k smallest (ties by index).
 
     Candidates are visited by increasing lower bound L = 2 (key + half_lb_i); once L
     exceeds the current k-th exact distance no later candidate can enter, so usually only
     about k exact distances are computed. The row is *certified* when every point left
     out is provably farther than the k-th exact distance: a point left out by worker w has
-    a key >= the top of w's heap, so its L is at least 2 (min_w top_w + half_lb_i). Each
+    a key >= w's slot 0, so its L is at least 2 (min_w slot0_w + half_lb_i). Each
     pair (i, j) was offered to exactly one worker, so no point appears twice.
     Rows row_lo..row_hi-1 only: callers split the rows among threads.
 
@@ -354,7 +517,7 @@ def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, ce
     k = 64, i.e. 512 bytes of indices: rows of X of 1 to 2 KiB break even), so it is done
     only for rows of X over 5 times as long.
     """
-    n_workers, n, kc = heap_keys.shape
+    n_workers, n, kc = cand_keys.shape
     m = n_workers * kc
     keys = np.empty(m, dtype=np.float32)
     ids = np.empty(m, dtype=np.int64)
@@ -365,10 +528,10 @@ def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, ce
     for i in range(row_lo, row_hi):
         bound = np.float32(EMPTY_KEY)
         for w in range(n_workers):
-            bound = min(bound, heap_keys[w, i, 0])
+            bound = min(bound, cand_keys[w, i, 0])
             for q in range(kc):
-                keys[w * kc + q] = heap_keys[w, i, q]
-                ids[w * kc + q] = heap_ids[w, i, q]
+                keys[w * kc + q] = cand_keys[w, i, q]
+                ids[w * kc + q] = cand_ids[w, i, q]
         _sort_by_key(keys, ids)
         hlbi = np.float64(half_lb[i])
         filled = 0
@@ -404,7 +567,7 @@ def refine_candidates(X, s, half_lb, heap_keys, heap_ids, k, out_d2, out_idx, ce
             out_d2[i, q] = d[q]
             out_idx[i, q] = ix[q]
         kth[i - row_lo] = d[k - 1]
-        # a heap that never filled evicted nothing; its top is the sentinel
+        # a worker offered fewer than kc keys left none out; its slot 0 is the sentinel
         certified[i] = 2.0 * (np.float64(bound) + hlbi) > d[k - 1]
 
 

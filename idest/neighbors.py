@@ -10,14 +10,17 @@ How (and why it is exact):
    1024 rows x 256 columns (1 MiB): memory is O(tile + N k), never N x N.
 3. Each worker thread (one per core) runs single-threaded BLAS on its share of the tiles
    and scans each tile at once, while it is in that core's cache, with a Numba kernel
-   that keeps for every point the kc = k + margin smallest values of a *lower bound* of
-   the squared distance, L_ij = (1 - c)(|x~_i|^2 + |x~_j|^2) - 2 g_ij, in heaps owned by
-   that worker: the row points' heaps and, by symmetry, the column points' heaps. The
+   that finds for every point the kc = k + margin smallest values of a *lower bound* of
+   the squared distance, L_ij = (1 - c)(|x~_i|^2 + |x~_j|^2) - 2 g_ij, in buffers owned by
+   that worker: the row points' and, by symmetry, the column points'. A buffer takes the
+   values below its point's threshold, which drops to the kc-th smallest value seen
+   whenever the buffer is full; all diagonal tiles come first, and each of their rows
+   selects its kc smallest values at once, so thresholds start tight. The
    constant c covers the rounding of the data to float32 (4u), the worst-case error of a
    float32 dot product of length D (gamma_D = D u / (1 - D u), u = 2^-24) and the
    rounding of the keys (4u), with a 25% cushion; so L_ij <= the exact squared distance.
    A cloud of at most one block (N <= 1024) is a single tile, whose rows hold all their
-   products: there a per-row selection of the kc smallest keys replaces the heaps.
+   products: there the per-row selection of the kc smallest keys is the whole scan.
 4. The candidates' distances are recomputed exactly in float64 from the original
    coordinates (by increasing L, stopping once L exceeds the k-th exact distance) and
    sorted by (distance, index). A row is *certified* when the smallest bound among the
@@ -116,72 +119,88 @@ def _half_lower_bound_norms(xf32: np.ndarray) -> np.ndarray:
 
 def _tiles(n: int) -> list[tuple[int, int, int, int]]:
     """(row0, rows, col0, width) of every tile of the upper triangle, in a fixed order:
-    each block's diagonal tile, then its strip to the right in cache-sized panels."""
+    every block's diagonal tile, then each block's strip to the right in cache-sized
+    panels. Diagonal tiles first: each point's first products are then with its own
+    block, all at once, from which it selects its first candidates (see kk.scan_tile)."""
     b = _block_rows(n)
-    tiles = []
-    for row0 in range(0, n, b):
-        rows = min(b, n - row0)
-        tiles.append((row0, rows, row0, rows))
-        for col0 in range(row0 + rows, n, _PANEL):
-            tiles.append((row0, rows, col0, min(_PANEL, n - col0)))
-    return tiles
+    diagonal = [(row0, min(b, n - row0), row0, min(b, n - row0)) for row0 in range(0, n, b)]
+    panels = [
+        (row0, rows, col0, min(_PANEL, n - col0))
+        for row0, rows, _, _ in diagonal
+        for col0 in range(row0 + rows, n, _PANEL)
+    ]
+    return diagonal + panels
 
 
 def _worker_count(n_tiles: int) -> int:
     return max(1, min(nb.get_num_threads(), n_tiles))
 
 
-def _scan_all_tiles(geo: _Geometry, kc: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-worker heaps after every tile has been computed and scanned.
+def _buffer_size(kc: int) -> int:
+    """Keys a point's buffer holds before the kc smallest are kept and its threshold
+    drops: larger means fewer selections but looser thresholds between them. Sizes from
+    2 kc to 4 kc measured alike (kc = 6 and 76, N = 9,335); the smallest saves memory."""
+    return 2 * kc + 32
+
+
+def _scan_all_tiles(geo: _Geometry, kc: int, workers: int, select: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-worker candidates (see _knn_kernels) after every tile has been computed and
+    scanned; ``select=False`` scans diagonal tiles like the others (for the tests).
 
     Worker w takes tiles w, w + W, w + 2W, ... (a static split: which worker sees which
     pair never depends on timing). Each runs single-threaded BLAS on its tile and scans it
-    at once, from its own cache, into heaps only it writes: no locks, no shared state.
+    at once, from its own cache, into buffers only it writes: no locks, no shared state.
     """
     n = geo.X.shape[0]
     tiles = _tiles(n)
-    heap_keys = np.full((workers, n, kc), kk.EMPTY_KEY, dtype=np.float32)
-    heap_ids = np.full((workers, n, kc), -1, dtype=np.int64)
+    cand_keys = np.empty((workers, n, kc), dtype=np.float32)
+    cand_ids = np.empty((workers, n, kc), dtype=np.int64)
     x = geo.xf32
     b = _block_rows(n)
 
     def work(w: int) -> None:
         buf = np.empty(b * max(b, _PANEL), dtype=np.float32)
-        keys, ids = heap_keys[w], heap_ids[w]
+        size = _buffer_size(kc)
+        tops = np.full(n, kk.EMPTY_KEY, dtype=np.float32)
+        counts = np.zeros(n, dtype=np.int64)
+        buf_keys = np.empty((n, size), dtype=np.float32)
+        buf_ids = np.empty((n, size), dtype=np.int32)
         for row0, rows, col0, width in tiles[w::workers]:
             tile = buf[: rows * width].reshape(rows, width)
             block = x[row0 : row0 + rows]
             np.matmul(block, x[col0 : col0 + width].T, out=tile)
-            kk.scan_tile(tile, row0, col0, col0 == row0, geo.half_lb, keys, ids)
+            kk.scan_tile(tile, row0, col0, col0 == row0, select, geo.half_lb, kc, tops, counts, buf_keys, buf_ids)
+        kk.buffers_to_candidates(counts, buf_keys, buf_ids, cand_keys[w], cand_ids[w])
 
     with _single_threaded_blas():
         _in_threads(lambda w, _: work(w), workers, workers)  # one slice per worker index
-    return heap_keys, heap_ids
+    return cand_keys, cand_ids
 
 
 def _select_one_tile(geo: _Geometry, kc: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """The candidates of a cloud that is a single tile (N <= the block size), in the
-    layout ``_scan_all_tiles`` returns (one worker's heaps, largest key in slot 0).
+    layout ``_scan_all_tiles`` returns (one worker's, largest key in slot 0).
 
     The tile is then the whole N x N product matrix, so each row holds all its keys at
-    once: a per-row selection of the kc smallest is several times cheaper than offering
-    them one by one to a heap whose top is still loose. The candidate sets can differ
-    from the heap scan's only among keys tied with the kc-th, and both pass the same
-    certification, so the neighbours returned are the same, bit for bit.
+    once: a per-row selection of the kc smallest is cheaper than offering them to a
+    buffer whose threshold is still loose (see kk.scan_tile, which does the same for
+    the diagonal tiles of larger clouds). The candidate sets can differ from the scan's
+    only among keys tied with the kc-th, and both pass the same certification, so the
+    neighbours returned are the same, bit for bit.
     """
     n = geo.X.shape[0]
     x = geo.xf32
-    products = np.empty((n, n), dtype=np.float32)  # at most the heap scan's tile buffer
+    products = np.empty((n, n), dtype=np.float32)  # at most the scan's tile buffer
     with _single_threaded_blas():
         np.matmul(x, x.T, out=products)
-    heap_keys = np.empty((1, n, kc), dtype=np.float32)
-    heap_ids = np.empty((1, n, kc), dtype=np.int64)
+    cand_keys = np.empty((1, n, kc), dtype=np.float32)
+    cand_ids = np.empty((1, n, kc), dtype=np.int64)
 
     def select(lo: int, hi: int) -> None:
-        kk.select_rows(products, lo, hi, geo.half_lb, heap_keys[0], heap_ids[0])
+        kk.select_rows(products, lo, hi, geo.half_lb, cand_keys[0], cand_ids[0])
 
     _in_threads(select, n, workers)
-    return heap_keys, heap_ids
+    return cand_keys, cand_ids
 
 
 def _in_threads(task, n_items: int, workers: int) -> None:
@@ -225,27 +244,28 @@ def _knn_internal(
     geo: _Geometry, k: int, workers: int | None = None, *, select: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours (self excluded) as internal squared distances, indices.
-    A single-tile cloud gets its candidates by selection unless ``select=False`` (which
-    forces the heap scan: the tests compare the two)."""
+    A single-tile cloud gets its candidates by selection, and a larger one selects those
+    of its diagonal tiles, unless ``select=False`` (which forces the buffered scan of
+    every key: the tests compare the two)."""
     n = geo.X.shape[0]
     kc = _candidate_count(k, n)
     n_tiles = len(_tiles(n))
     if workers is None:
         workers = _worker_count(n_tiles)
     if select and n_tiles == 1:
-        heap_keys, heap_ids = _select_one_tile(geo, kc, workers)
+        cand_keys, cand_ids = _select_one_tile(geo, kc, workers)
     else:
-        heap_keys, heap_ids = _scan_all_tiles(geo, kc, workers)
+        cand_keys, cand_ids = _scan_all_tiles(geo, kc, workers, select)
 
     d2 = np.empty((n, k), dtype=np.float64)
     idx = np.empty((n, k), dtype=np.int64)
     certified = np.empty(n, dtype=np.bool_)
 
-    def refine(lo: int, hi: int, keys=heap_keys, ids=heap_ids) -> None:
+    def refine(lo: int, hi: int, keys=cand_keys, ids=cand_ids) -> None:
         kk.refine_candidates(geo.X, geo.s, geo.half_lb, keys, ids, k, d2, idx, certified, lo, hi)
 
     _in_threads(refine, n, workers)
-    del refine, heap_keys, heap_ids  # free the heaps before any repair
+    del refine, cand_keys, cand_ids  # free the candidates before any repair
 
     todo = np.flatnonzero(~certified)
     if todo.size:

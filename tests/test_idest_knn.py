@@ -11,17 +11,23 @@ from idest._validate import as_points
 
 def brute_force(X, k, metric="euclidean"):
     """float64 reference: every pairwise distance from the differences (no Gram trick),
-    ties ordered by index (lexsort is stable on the index key)."""
+    ties ordered by index (lexsort is stable on the index key). Rows by blocks, so that
+    clouds of a few thousand points fit in memory."""
     X = np.asarray(X, dtype=np.float64)
     if metric == "cosine":
         X = X / np.linalg.norm(X, axis=1, keepdims=True)
-    diff = X[:, None, :] - X[None, :, :]
-    d2 = np.einsum("ijk,ijk->ij", diff, diff)
-    dist = 0.5 * d2 if metric == "cosine" else np.sqrt(d2)
-    np.fill_diagonal(dist, np.inf)
     n = len(X)
-    order = np.lexsort((np.broadcast_to(np.arange(n), (n, n)), dist), axis=1)[:, :k]
-    return np.take_along_axis(dist, order, axis=1), order
+    dists, orders = [], []
+    for lo in range(0, n, 128):
+        diff = X[lo : lo + 128, None, :] - X[None, :, :]
+        d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        dist = 0.5 * d2 if metric == "cosine" else np.sqrt(d2)
+        rows = np.arange(len(dist))
+        dist[rows, lo + rows] = np.inf
+        order = np.lexsort((np.broadcast_to(np.arange(n), dist.shape), dist), axis=1)[:, :k]
+        dists.append(np.take_along_axis(dist, order, axis=1))
+        orders.append(order)
+    return np.concatenate(dists), np.concatenate(orders)
 
 
 def gpt2_like(n, d=64, seed=0, offset=1000.0, dtype=np.float32):
@@ -81,7 +87,7 @@ def test_duplicates_show_as_zero_distance():
 
 
 def test_many_tiles_workers_and_repairs(monkeypatch):
-    # small blocks and panels: many tiles, both workers, row and column heaps
+    # small blocks and panels: many tiles, both workers, row and column buffers
     monkeypatch.setattr(neighbors, "_MAX_BLOCK", 40)
     monkeypatch.setattr(neighbors, "_PANEL", 24)
     X = gpt2_like(333, seed=3)
@@ -130,12 +136,12 @@ def test_k_must_be_below_n():
     assert d.shape == (10, 9)
 
 
-# --- single-tile clouds: per-row selection instead of heaps --------------------------
+# --- single-tile clouds: per-row selection instead of the tile scan -------------------
 
 
 def both_paths(X, k, metric="euclidean", workers=None):
-    """The engine's internal result with the selection (default) and with the heap scan
-    forced, for the same prepared geometry."""
+    """The engine's internal result with the selection (default) and with the buffered
+    scan of every key forced, for the same prepared geometry."""
     geo = neighbors._prepare(as_points(X), metric)
     new = neighbors._knn_internal(geo, k, workers=workers)
     old = neighbors._knn_internal(geo, k, workers=workers, select=False)
@@ -156,7 +162,7 @@ SIZES = [2, 3, 5, 17, 64, 65, 66, 77, 78, 129, 130, 153, 154, 300, 513, 1023, 10
 
 
 @pytest.mark.parametrize("n", SIZES)
-def test_selection_matches_heap_scan_at_every_size(n):
+def test_selection_matches_tile_scan_at_every_size(n):
     # k = 1, the study's k = 64 (capped at N - 1), and k = N - 1 (every other point); the
     # sizes cross kc = N - 1, the sampled path (N - 1 > max(2 kc, 128)) and the block size
     rng = np.random.default_rng(n)
@@ -178,7 +184,7 @@ def test_selection_matches_heap_scan_at_every_size(n):
         pytest.param(lambda: np.zeros((90, 5)) + 3.0, id="all-equal"),
     ],
 )
-def test_selection_matches_heap_scan_on_hard_clouds(cloud):
+def test_selection_matches_tile_scan_on_hard_clouds(cloud):
     X = cloud()
     n = len(X)
     for k in sorted({1, 8, min(64, n - 1), n - 2, n - 1}):
@@ -189,7 +195,7 @@ def test_selection_matches_heap_scan_on_hard_clouds(cloud):
         np.testing.assert_array_equal(new[1], ref_i)
 
 
-def test_selection_matches_heap_scan_cosine_and_brute_force():
+def test_selection_matches_tile_scan_cosine_and_brute_force():
     X = gpt2_like(500, d=80, offset=0.5, seed=11, dtype=np.float64)
     geo, new, old = both_paths(X, 64, metric="cosine")
     assert_same(new, old)
@@ -239,15 +245,15 @@ def test_select_rows_kernel(case):
         half_lb = np.full(n, 100.0, dtype=np.float32)
         sampled = [q * (n - 1) // kk._SAMPLE for q in range(kk._SAMPLE)]
         half_lb[sampled[: kc - 1]] = 1.0 + rng.random(kc - 1).astype(np.float32)
-    heap_keys = np.empty((n, kc), dtype=np.float32)
-    heap_ids = np.empty((n, kc), dtype=np.int64)
-    kk.select_rows(G, 0, n, half_lb, heap_keys, heap_ids)
+    cand_keys = np.empty((n, kc), dtype=np.float32)
+    cand_ids = np.empty((n, kc), dtype=np.int64)
+    kk.select_rows(G, 0, n, half_lb, cand_keys, cand_ids)
     ref_keys, ref_ids = reference_selection(G, half_lb, kc)
     # the same (key, id) pairs, the largest key in slot 0
-    order = np.lexsort((heap_ids, heap_keys), axis=1)
-    np.testing.assert_array_equal(np.take_along_axis(heap_ids, order, axis=1), ref_ids)
-    np.testing.assert_array_equal(np.take_along_axis(heap_keys, order, axis=1), ref_keys)
-    np.testing.assert_array_equal(heap_keys[:, 0], ref_keys[:, -1])
+    order = np.lexsort((cand_ids, cand_keys), axis=1)
+    np.testing.assert_array_equal(np.take_along_axis(cand_ids, order, axis=1), ref_ids)
+    np.testing.assert_array_equal(np.take_along_axis(cand_keys, order, axis=1), ref_keys)
+    np.testing.assert_array_equal(cand_keys[:, 0], ref_keys[:, -1])
 
 
 def test_refine_reuses_distances_bit_for_bit():
@@ -258,14 +264,96 @@ def test_refine_reuses_distances_bit_for_bit():
     n, k = len(X), 40
     assert X.shape[1] * X.itemsize > 5 * 8 * k
     kc = neighbors._candidate_count(k, n)
-    heap_keys, heap_ids = neighbors._select_one_tile(geo, kc, 1)
+    cand_keys, cand_ids = neighbors._select_one_tile(geo, kc, 1)
     results = []
     for rows in ([(0, n)], [(i, i + 1) for i in range(n)]):
         d2 = np.empty((n, k))
         idx = np.empty((n, k), dtype=np.int64)
         certified = np.empty(n, dtype=np.bool_)
         for lo, hi in rows:
-            kk.refine_candidates(geo.X, geo.s, geo.half_lb, heap_keys, heap_ids, k, d2, idx, certified, lo, hi)
+            kk.refine_candidates(geo.X, geo.s, geo.half_lb, cand_keys, cand_ids, k, d2, idx, certified, lo, hi)
         results.append((d2, idx, certified))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+# --- multi-tile clouds: buffered scan of the tiles, diagonal tiles selected -------------
+
+MULTI_TILE_CLOUDS = {
+    # just past one block: the second block is a single row, so with 3 workers one
+    # worker sees a single key of most points (fewer than kc: the sentinel slot 0)
+    "random-1025": lambda: np.random.default_rng(21).standard_normal((1025, 24)).astype(np.float32),
+    "far-from-origin-2100": lambda: gpt2_like(2100, d=48, seed=22),
+    "each-point-3-times-2100": lambda: np.repeat(gpt2_like(700, d=32, seed=23), 3, axis=0),
+    "lattice-2197": lambda: grid(13, 13, 13),  # every distance tied many times over
+    "random-3000": lambda: np.random.default_rng(24).standard_normal((3000, 16)),
+}
+
+
+@pytest.mark.parametrize("name", MULTI_TILE_CLOUDS)
+def test_multi_tile_clouds_match_brute_force(name):
+    # several blocks of 1024 rows: diagonal tiles selected, panels offered to the row and
+    # column buffers; the same neighbours as a float64 brute force, bit-identical whatever
+    # the number of workers and with the diagonal tiles scanned instead of selected
+    X = MULTI_TILE_CLOUDS[name]()
+    assert len(neighbors._tiles(len(X))) > 2
+    geo = neighbors._prepare(as_points(X), "euclidean")
+    ref_d, ref_i = brute_force(X, 64)
+    for k in (1, 20, 64):
+        first = neighbors._knn_internal(geo, k, workers=1)
+        np.testing.assert_array_equal(first[1], ref_i[:, :k])
+        np.testing.assert_allclose(np.sqrt(first[0]) / geo.unit, ref_d[:, :k], rtol=1e-12)
+        for workers in (2, 3):
+            assert_same(neighbors._knn_internal(geo, k, workers=workers), first)
+        assert_same(neighbors._knn_internal(geo, k, workers=1, select=False), first)
+
+
+def test_multi_tile_cosine_matches_brute_force():
+    X = gpt2_like(1500, d=40, offset=0.5, seed=25, dtype=np.float64)
+    geo = neighbors._prepare(as_points(X), "cosine")
+    ref_d, ref_i = brute_force(X, 64, metric="cosine")
+    for k in (1, 20, 64):
+        first = neighbors._knn_internal(geo, k, workers=1)
+        np.testing.assert_array_equal(first[1], ref_i[:, :k])
+        np.testing.assert_allclose(neighbors._to_user_distances(first[0], geo), ref_d[:, :k], rtol=1e-9)
+        for workers in (2, 3):
+            assert_same(neighbors._knn_internal(geo, k, workers=workers), first)
+
+
+@pytest.mark.parametrize("size", [lambda kc: kc + 1, lambda kc: 6 * kc + 200], ids=["kc+1", "6kc+200"])
+def test_buffer_size_changes_nothing(monkeypatch, size):
+    # a buffer one key larger than kc selects at almost every key; a large one rarely
+    X = gpt2_like(2100, d=40, seed=26)
+    geo = neighbors._prepare(as_points(X), "euclidean")
+    expected = [neighbors._knn_internal(geo, k, workers=2) for k in (3, 40)]
+    monkeypatch.setattr(neighbors, "_buffer_size", size)
+    for k, ref in zip((3, 40), expected):
+        assert_same(neighbors._knn_internal(geo, k, workers=2), ref)
+        assert_same(neighbors._knn_internal(geo, k, workers=2, select=False), ref)
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "signed-zeros"])
+def test_keep_smallest_kernel(case):
+    rng = np.random.default_rng(27)
+    kc, cap = 30, 100
+    scratch = np.empty(3 * cap, dtype=np.int32)
+    for m in (kc, kc + 1, 64, cap):
+        if case == "random":
+            keys = rng.standard_normal(m).astype(np.float32)
+        elif case == "ties":
+            keys = rng.integers(-3, 4, m).astype(np.float32) + np.float32(0.5)
+        else:  # -0.0 and +0.0 are equal keys with different bits
+            keys = rng.choice(np.array([-1.0, -0.0, 0.0, 1.0], dtype=np.float32), m)
+        buf_keys = np.full(cap, np.nan, dtype=np.float32)
+        buf_ids = np.full(cap, -1, dtype=np.int32)
+        buf_keys[:m] = keys
+        buf_ids[:m] = np.arange(m)
+        top = kk.keep_smallest(buf_keys, buf_ids, m, kc, scratch)
+        kept_keys, kept_ids = buf_keys[:kc], buf_ids[:kc]
+        # the kc smallest values, each with its own id, the largest in slot 0
+        np.testing.assert_array_equal(np.sort(kept_keys), np.sort(keys)[:kc])
+        np.testing.assert_array_equal(kept_keys, keys[kept_ids])
+        assert len(set(kept_ids.tolist())) == kc
+        assert top == kept_keys[0] == kept_keys.max()
+        left_out = np.setdiff1d(np.arange(m), kept_ids)
+        assert np.all(keys[left_out] >= top)
