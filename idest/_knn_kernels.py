@@ -105,6 +105,22 @@ def _narrow(bits, m, r, lo, hi, n_lo, n_hi, slack):
     return lo, hi, n_lo, n_hi
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sort_bracket(bits, ids, size):
+    """Stable insertion sort of the pairs (bits, ids)[:size] by bits: a bracket holds a
+    few keys, or one key repeated (then it is already in order)."""
+    for a in range(1, size):
+        ba = bits[a]
+        ia = ids[a]
+        c = a - 1
+        while c >= 0 and bits[c] > ba:
+            bits[c + 1] = bits[c]
+            ids[c + 1] = ids[c]
+            c -= 1
+        bits[c + 1] = ba
+        ids[c + 1] = ia
+
+
 # Keys per row sampled to set the selection's threshold, and the size of the final
 # bracket (the keys next to the kc-th one) sorted outright.
 _SAMPLE = 128
@@ -201,16 +217,7 @@ def select_rows(G, r_lo, r_hi, half_lb, cand_keys, cand_ids, first=0):
             bits[size] = b  # size <= p: the bracket is written behind the reads
             ids[size] = j
             size += 1 if lo < b <= hi else 0
-        for a in range(1, size):  # insertion sort: a few keys, or one key repeated
-            ba = bits[a]
-            ia = ids[a]
-            c = a - 1
-            while c >= 0 and bits[c] > ba:
-                bits[c + 1] = bits[c]
-                ids[c + 1] = ids[c]
-                c -= 1
-            bits[c + 1] = ba
-            ids[c + 1] = ia
+        _sort_bracket(bits, ids, size)
         for p in range(kc - 1 - n_lo):
             out_ids[q] = first + ids[p]
             q += 1
@@ -255,16 +262,7 @@ def keep_smallest(keys, ids, m, kc, scratch):
         br_bits[size] = b
         br_ids[size] = j
         size += 1 if lo < b <= hi else 0
-    for a in range(1, size):  # insertion sort: a few keys, or one key repeated
-        ba = br_bits[a]
-        ia = br_ids[a]
-        c = a - 1
-        while c >= 0 and br_bits[c] > ba:
-            br_bits[c + 1] = br_bits[c]
-            br_ids[c + 1] = br_ids[c]
-            c -= 1
-        br_bits[c + 1] = ba
-        br_ids[c + 1] = ia
+    _sort_bracket(br_bits, br_ids, size)
     for p in range(kc - n_lo):
         b = br_bits[p]
         bits[front] = _ordered_bits(b)  # the mapping is its own inverse
