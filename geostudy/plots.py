@@ -434,13 +434,14 @@ def _figures(plan, tables: dict, folder: Path) -> list[_Figure]:
         if _has_sites(res, quantity):
             path = folder / f"{key}.png"
             draw = partial(depth_figure, plan, res, quantity, param, ylabel, title, path, **kw)
-            figs.append(_Figure(key, path, caption, draw, cost=1.0 if kw.get("per_genre", True) else 0.4))
+            # the logit lens has two sub-layers (two panels), the other quantities six
+            figs.append(_Figure(key, path, caption, draw, cost=0.3 if quantity.startswith("lens_") else 0.9))
 
     def multi_line(key, quantity, params, param_label, ylabel, title, caption, with_errors):
         if _has_sites(res, quantity) and params:
             path = folder / f"{key}.png"
             draw = partial(multi_line_figure, plan, res, quantity, params, param_label, ylabel, title, path, with_errors)
-            figs.append(_Figure(key, path, caption, draw))
+            figs.append(_Figure(key, path, caption, draw, cost=0.8))
 
     est = set(plan.settings.estimators) | set(plan.pooled_settings.estimators)
     if "twonn" in est:
@@ -492,17 +493,17 @@ def _figures(plan, tables: dict, folder: Path) -> list[_Figure]:
     figs.append(_Figure("lens_heatmap", path, "Rows: where the residual stream of the last token is read (after each "
                         "block's attention, after each block) and the model's own output; columns: the model's final "
                         f"top-{plan.top_k} tokens; colour and number: their probability at that depth.",
-                        partial(lens_heatmap, plan, focus, top_rows, path), cost=1.5))
+                        partial(lens_heatmap, plan, focus, top_rows, path), cost=1.0))
     path = folder / "lens_top_tokens.gif"
     figs.append(_Figure("lens_gif", path,
                         "The last token's top tokens and their probabilities, depth by depth (animated).",
-                        partial(lens_gif, plan, top_rows, path), cost=2.5))
+                        partial(lens_gif, plan, top_rows, path), cost=3.3))
     path = folder / f"attention_block{plan.attention_block}.png"
     figs.append(_Figure("attention", path,
                         f"Attention pattern of each head of block {plan.attention_block} on {plan.focus.id!r}.",
-                        partial(attention_grid, plan, focus["tokens"], path), cost=2.0))
+                        partial(attention_grid, plan, focus["tokens"], path), cost=1.2))
     path = folder / f"pca3d_{plan.scatter_site}.png"
     figs.append(_Figure("pca3d", path,
                         "The pooled token cloud on its first three principal components, coloured by position.",
-                        partial(pca_scatter, plan, path), cost=1.0, uses_blas=True))
+                        partial(pca_scatter, plan, path), cost=1.2, uses_blas=True))
     return figs
