@@ -390,6 +390,7 @@ def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
     alive at once)."""
 
     def finish(i, lens_future, site_futures):
+        bar.stage(f"{plan.corpus[i].id}: geometry, ID, logit lens")
         results = [f.result() for f in site_futures]
         _write_prompt(plan, i, results, lens_future.result())
         bar.advance(note=f"{plan.corpus[i].id}: done")
@@ -405,11 +406,9 @@ def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
                         [pool.submit(_analyse_site, plan, i, cache, site) for site in plan.sites])
             del cache  # the queued tasks hold it until they have run
             if previous is not None:
-                bar.stage(f"{plan.corpus[previous[0]].id}: geometry, ID, logit lens")
                 finish(*previous)
             previous = analyses
         if previous is not None:
-            bar.stage(f"{plan.corpus[previous[0]].id}: geometry, ID, logit lens")
             finish(*previous)
 
 
