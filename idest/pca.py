@@ -69,14 +69,14 @@ def _spectrum(X: np.ndarray, max_abs: float, solver: str) -> tuple[np.ndarray, s
     scale = power_of_two_scale(max_abs)  # exact; keeps sums of squares in range
     eps = np.finfo(np.float64).eps
     noise = _input_rounding_variance(n, d, scale * max_abs)
-    mean = _column_mean(X, scale)
     if solver == "covariance":
         # the smaller square: the same nonzero eigenvalues either way
-        gram = _covariance(X, scale, mean) if n >= d else _sample_gram(X, scale, mean)
+        gram = _covariance(X, scale) if n >= d else _sample_gram(X, scale)
+        gram /= n - 1
         # eigh resolves eigenvalues down to ~eps * largest
-        ev = _clean(np.linalg.eigvalsh(gram / (n - 1)), max(n, d) * eps, noise)
+        ev = _clean(np.linalg.eigvalsh(gram), max(n, d) * eps, noise)
     else:
-        singular = np.linalg.svd(scale * X.astype(np.float64) - mean, compute_uv=False)
+        singular = np.linalg.svd(_scaled(X, scale) - _column_mean(X, scale), compute_uv=False)
         # singular values below max(N, D) eps * largest are numerically zero
         ev = _clean(singular[::-1] ** 2 / (n - 1), (max(n, d) * eps) ** 2, noise)
     ev = ev / (scale * scale)
@@ -91,38 +91,71 @@ def _chunk_rows(d: int) -> int:
     return max(1, _CHUNK_BYTES // (8 * d))
 
 
-def _column_mean(X: np.ndarray, scale: float) -> np.ndarray:
-    """float64 column means of scale * X, accumulated over row chunks (no float64 copy)."""
+def _scaled(X: np.ndarray, scale: float, out: np.ndarray | None = None) -> np.ndarray:
+    """scale * X in float64, in one pass (exact: float32 widens exactly, scale is a power of two)."""
+    return np.multiply(X, scale, out=out, dtype=np.float64)
+
+
+def _column_mean(X: np.ndarray, scale: float, buf: np.ndarray | None = None) -> np.ndarray:
+    """float64 column means of scale * X, accumulated over row chunks converted into `buf`
+    (no float64 copy of X)."""
     n, d = X.shape
     rows = _chunk_rows(d)
+    if buf is None:
+        buf = np.empty((min(n, rows), d))
     mean = np.zeros(d)
     for a in range(0, n, rows):
-        mean += (scale * X[a : a + rows].astype(np.float64)).sum(axis=0)
+        mean += _scaled(X[a : a + rows], scale, buf[: min(rows, n - a)]).sum(axis=0)
     return mean / n
 
 
-def _covariance(X: np.ndarray, scale: float, mean: np.ndarray) -> np.ndarray:
-    """D x D scatter matrix of the centred data, summed over row chunks: memory D^2 + chunk."""
+def _covariance(X: np.ndarray, scale: float) -> np.ndarray:
+    """D x D scatter matrix of the centred scale * X, summed over row chunks: memory D^2 plus
+    one chunk buffer. A cloud that fits in one chunk is converted once (one pass gives the
+    mean and, centred in place, the product); a larger one twice (means first)."""
     n, d = X.shape
     rows = _chunk_rows(d)
-    cov = np.zeros((d, d))
-    part = np.empty((d, d))  # reused: a fresh D x D product per chunk costs more than the chunk's syrk
+    buf = np.empty((min(n, rows), d))
+    if n <= rows:
+        chunk = _scaled(X, scale, buf)
+        chunk -= chunk.sum(axis=0) / n  # the column means, as _column_mean sums them
+        return np.matmul(chunk.T, chunk)  # A.T @ A: BLAS syrk
+    mean = _column_mean(X, scale, buf)
+    cov = part = None
     for a in range(0, n, rows):
-        chunk = scale * X[a : a + rows].astype(np.float64) - mean
-        cov += np.matmul(chunk.T, chunk, out=part)  # A.T @ A: BLAS syrk
+        chunk = _scaled(X[a : a + rows], scale, buf[: min(rows, n - a)])
+        chunk -= mean
+        if cov is None:
+            cov = np.matmul(chunk.T, chunk)
+        else:
+            if part is None:  # reused: a fresh D x D product per chunk costs more than its syrk
+                part = np.empty((d, d))
+            cov += np.matmul(chunk.T, chunk, out=part)
     return cov
 
 
-def _sample_gram(X: np.ndarray, scale: float, mean: np.ndarray) -> np.ndarray:
-    """N x N Gram matrix of the centred rows, summed over column chunks: memory N^2 + chunk.
-    (Centring is per column, so each column chunk is centred on its own.)"""
+def _sample_gram(X: np.ndarray, scale: float) -> np.ndarray:
+    """N x N Gram matrix of the centred rows of scale * X, summed over column chunks: memory
+    N^2 plus one chunk buffer. (Centring is per column, so each column chunk is centred on
+    its own means, from the same pass when X fits in one chunk.)"""
     n, d = X.shape
     cols = max(1, _CHUNK_BYTES // (8 * n))
-    gram = np.zeros((n, n))
-    part = np.empty((n, n))
+    buf = np.empty((n, min(d, cols)))
+    if d <= cols:
+        chunk = _scaled(X, scale, buf)
+        chunk -= chunk.sum(axis=0) / n
+        return np.matmul(chunk, chunk.T)  # A @ A.T: BLAS syrk
+    mean = _column_mean(X, scale)
+    gram = part = None
     for a in range(0, d, cols):
-        chunk = scale * X[:, a : a + cols].astype(np.float64) - mean[a : a + cols]
-        gram += np.matmul(chunk, chunk.T, out=part)  # A @ A.T: BLAS syrk
+        chunk = _scaled(X[:, a : a + cols], scale, buf[:, : min(cols, d - a)])
+        chunk -= mean[a : a + cols]
+        if gram is None:
+            gram = np.matmul(chunk, chunk.T)
+        else:
+            if part is None:
+                part = np.empty((n, n))
+            gram += np.matmul(chunk, chunk.T, out=part)
     return gram
 
 
