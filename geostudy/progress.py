@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -64,6 +65,13 @@ class Progress:
             self.stream.flush()
 
 
+def _cpu_times() -> tuple[float, float]:
+    """CPU seconds (user, system) of this process and of its finished children (the forked
+    writers count once they are waited for)."""
+    t = os.times()
+    return t.user + t.children_user, t.system + t.children_system
+
+
 class StageTimer:
     """Seconds per named stage, in first-use order: `timer(stage)` for wall-clock stages of the
     main thread, `timer.busy(stage)` for time spent inside a step by worker threads (summed over
@@ -72,6 +80,7 @@ class StageTimer:
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self.busy_seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, list[float]] = {}  # wall-clock stages: [user, system]
         self._lock = threading.Lock()
 
     def _add(self, table: dict, stage: str, dt: float) -> None:
@@ -80,11 +89,16 @@ class StageTimer:
 
     @contextmanager
     def __call__(self, stage: str):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_times()
         try:
             yield
         finally:
             self._add(self.seconds, stage, time.perf_counter() - t0)
+            cpu = [b - a for a, b in zip(cpu0, _cpu_times())]
+            with self._lock:
+                total = self.cpu_seconds.setdefault(stage, [0.0, 0.0])
+                total[0] += cpu[0]
+                total[1] += cpu[1]
 
     @contextmanager
     def busy(self, stage: str):
@@ -96,6 +110,7 @@ class StageTimer:
 
     def as_dict(self) -> dict:
         return {"wall_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+                "cpu_seconds": {k: {"user": round(u, 3), "system": round(sy, 3)} for k, (u, sy) in self.cpu_seconds.items()},
                 "busy_seconds": {k: round(v, 3) for k, v in self.busy_seconds.items()}}
 
     def table(self) -> str:

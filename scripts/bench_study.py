@@ -78,9 +78,11 @@ def main() -> int:
             return proc.returncode
         timings = json.loads((out / "timings.json").read_text())
         print(f"\n== benchmark ({timings['workers']} worker threads) ==")
-        print(f"{'stage (wall clock)':<44s} {'seconds':>8s}")
+        print(f"{'stage':<44s} {'wall s':>8s} {'CPU user':>9s} {'system':>7s}")
+        cpu = timings.get("cpu_seconds", {})
         for stage, sec in timings["wall_seconds"].items():
-            print(f"{stage:<44s} {sec:8.1f}")
+            c = cpu.get(stage, {})
+            print(f"{stage:<44s} {sec:8.1f} {c.get('user', float('nan')):9.1f} {c.get('system', float('nan')):7.1f}")
         print(f"{'wall time of the whole process':<44s} {wall:8.1f}")
         print("inside the analyses, summed over the worker threads:")
         for stage, sec in timings["busy_seconds"].items():

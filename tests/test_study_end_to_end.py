@@ -116,6 +116,11 @@ def test_every_artifact_exists_and_is_readable(run, plan):
     with Image.open(run / "plots" / "lens_top_tokens.gif") as gif:
         assert gif.n_frames == len(plan.lens_sites) + 1
     assert not list(run.rglob(".*.tmp-*"))
+    # timings: every wall-clock stage with the CPU seconds it used
+    timings = json.loads((run / "timings.json").read_text())
+    assert set(timings["cpu_seconds"]) == set(timings["wall_seconds"])
+    assert all(c["user"] >= 0 and c["system"] >= 0 for c in timings["cpu_seconds"].values())
+    assert timings["cpu_seconds"]["per prompt: forward, geometry, ID, lens"]["user"] > 0
 
 
 def test_tables_load_in_pandas_style_tools(run):
