@@ -383,8 +383,9 @@ def _write_prompt(plan: StudyPlan, i: int, site_results: list, lens: dict) -> No
 
 
 def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
-    """Every unfinished prompt: its forward pass, one task per site, the logit lens; results
-    written in corpus order. A pipeline, so that no worker waits: the next prompt's forward
+    """Every unfinished prompt (in the order of `todo`): its forward pass, one task per site, the
+    logit lens; each prompt's results written when they are complete. A pipeline, so that no
+    worker waits: the first two forward passes run side by side, each next prompt's forward
     pass is queued before this prompt's analyses, and this prompt's analyses are queued before
     the main thread waits for the previous prompt's results (at most three prompts' caches are
     alive at once)."""
@@ -396,12 +397,19 @@ def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
         bar.advance(note=f"{plan.corpus[i].id}: done")
 
     with TaskPool(plan.workers) as pool:
-        forward = pool.submit(_forward, plan, todo[0]) if todo else None
+        forwards = {}
+
+        def start_forward(k):
+            if k < len(todo) and k not in forwards:
+                forwards[k] = pool.submit(_forward, plan, todo[k])
+
+        start_forward(0)
+        start_forward(1)  # the first two side by side: no worker waits for the first
         previous = None
         for k, i in enumerate(todo):
             bar.stage(f"{plan.corpus[i].id}: forward pass")
-            cache = forward.result()
-            forward = pool.submit(_forward, plan, todo[k + 1]) if k + 1 < len(todo) else None
+            cache = forwards.pop(k).result()
+            start_forward(k + 1)
             analyses = (i, pool.submit(_lens, plan, i, cache),
                         [pool.submit(_analyse_site, plan, i, cache, site) for site in plan.sites])
             del cache  # the queued tasks hold it until they have run
@@ -567,6 +575,10 @@ def execute(plan: StudyPlan) -> Path:
         (out / sub).mkdir(exist_ok=True)
     remove_stale_temporaries(out)
     todo = [i for i, p in enumerate(plan.corpus) if not plan.marker_path(p.id).is_file()]
+    # longest prompts first: each forward pass then takes no longer than the analyses it runs
+    # beside, so no worker waits for one, and the last tasks before the pooled corpus are small
+    # (each prompt's results are its own files: the order changes no number)
+    todo.sort(key=lambda i: -plan.token_ids[i].size)
     _write_manifest(plan, status="running")
     man = read_json(out / MANIFEST)
     man["sessions"].append({"started": mf.now(), "prompts_already_done": len(plan.corpus) - len(todo)})
