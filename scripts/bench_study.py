@@ -45,6 +45,32 @@ def copy_vocab(folder: Path) -> None:
         shutil.copy(data / name, folder / name)
 
 
+def machine_speed(seconds: float = 1.0) -> str:
+    """This machine's speed right now, single-threaded: float32 matrix products (GFLOP/s, the
+    study's k-NN and forward pass) and float64 eigenvalues of a 1,024 x 1,024 matrix (ms, its
+    PCA). The machine's speed drifts by 20 % or more between runs; these put a run's time in
+    context."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1024, 1024)).astype(np.float32)
+    c = rng.standard_normal((1024, 1024))
+    c = c @ c.T
+    with threadpool_limits(1):
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            a @ a
+            reps += 1
+        gflops = 2 * 1024**3 * reps / (time.perf_counter() - t0) / 1e9
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            np.linalg.eigvalsh(c)
+            times.append(time.perf_counter() - t)
+    return f"float32 GEMM {gflops:.0f} GFLOP/s, eigvalsh(1024) {1e3 * sorted(times)[2]:.0f} ms"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", type=Path, default=None, help="use this model folder instead of building one")
@@ -68,10 +94,13 @@ def main() -> int:
             shutil.rmtree(out)
         extra = [a for a in args.extra if a != "--"]
         cmd = [sys.executable, str(ROOT / "scripts" / "run_prerun.py"), "--model", str(model_dir), "--out", str(out)] + extra
+        speed_before = machine_speed()
+        print("machine speed, one thread:", speed_before)
         print("running:", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd)
         wall = time.perf_counter() - t0
+        speed_after = machine_speed()
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         if proc.returncode != 0:
             print(f"the study failed with exit code {proc.returncode}")
@@ -88,6 +117,7 @@ def main() -> int:
         for stage, sec in timings["busy_seconds"].items():
             print(f"  {stage:<42s} {sec:8.1f}")
         print(f"peak RSS of the study process: {peak_kib / 2**20:.2f} GiB")
+        print(f"machine speed, one thread: before {speed_before}; after {speed_after}")
         ok = wall < 180 and peak_kib < 4 * 2**20
         print("target (< 180 s, < 4 GiB):", "met" if ok else "NOT met")
     return 0
