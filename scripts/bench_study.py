@@ -46,29 +46,34 @@ def copy_vocab(folder: Path) -> None:
 
 
 def machine_speed(seconds: float = 1.0) -> str:
-    """This machine's speed right now, single-threaded: float32 matrix products (GFLOP/s, the
-    study's k-NN and forward pass) and float64 eigenvalues of a 1,024 x 1,024 matrix (ms, its
-    PCA). The machine's speed drifts by 20 % or more between runs; these put a run's time in
-    context."""
+    """This machine's speed right now: float32 matrix products (GFLOP/s per core, the study's
+    k-NN and forward pass), on one core and on both at once (two threads, one BLAS thread
+    each, as the study runs them). The speed of these virtual cores drifts by 20 % or more
+    between runs, most with both busy; this puts a run's time in context."""
+    import threading
+
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((1024, 1024)).astype(np.float32)
-    c = rng.standard_normal((1024, 1024))
-    c = c @ c.T
-    with threadpool_limits(1):
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+
+    def gflops(out: list) -> None:
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             a @ a
             reps += 1
-        gflops = 2 * 1024**3 * reps / (time.perf_counter() - t0) / 1e9
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            np.linalg.eigvalsh(c)
-            times.append(time.perf_counter() - t)
-    return f"float32 GEMM {gflops:.0f} GFLOP/s, eigvalsh(1024) {1e3 * sorted(times)[2]:.0f} ms"
+        out.append(2 * 1024**3 * reps / (time.perf_counter() - t0) / 1e9)
+
+    with threadpool_limits(1):
+        one: list = []
+        gflops(one)
+        both: list = []
+        threads = [threading.Thread(target=gflops, args=(both,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return f"float32 GEMM per core: {one[0]:.0f} GFLOP/s alone, {sum(both) / 2:.0f} GFLOP/s with both cores busy"
 
 
 def main() -> int:
