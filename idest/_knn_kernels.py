@@ -496,8 +496,23 @@ def _sort_by_key(keys, ids):
         ids[b + 1] = ia
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _beyond(lower, dk, slack_rel, slack_abs):
+    """Whether a lower bound ``lower`` of a squared distance proves the point farther than
+    the exact squared distance ``dk``. The bounds are of distances between the rows as the
+    engine stores them (s_i x_i rounded to float64), exact_sq_dist computes those between
+    the unrounded s_i x_i: the same thing when s is a power of two (Euclidean: no slack), up
+    to an absolute slack_abs in distance (plus slack_rel for its summation) when s_i x_i
+    are unit vectors (cosine), which matters only among nearly parallel rows."""
+    if slack_abs == 0.0:
+        return lower > dk
+    r = np.sqrt(dk * (1.0 + slack_rel)) + slack_abs
+    return lower > r * r
+
+
 @nb.njit(cache=True, nogil=True)
-def refine_candidates(X, s, half_lb, cand_keys, cand_ids, k, out_d2, out_idx, certified, row_lo, row_hi):
+def refine_candidates(X, s, half_lb, cand_keys, cand_ids, k, out_d2, out_idx, certified, row_lo, row_hi,
+                      slack_rel=0.0, slack_abs=0.0):
     """Exact distances for the candidates of every worker (cand_keys has shape
     (workers, N, kc)), keeping the k smallest (ties by index).
 
@@ -540,7 +555,7 @@ def refine_candidates(X, s, half_lb, cand_keys, cand_ids, k, out_d2, out_idx, ce
             if j < 0:
                 break  # unfilled slots (sentinel keys) sort last
             lower = 2.0 * (np.float64(keys[q]) + hlbi)
-            if filled == k and lower > d[k - 1]:
+            if filled == k and _beyond(lower, d[k - 1], slack_rel, slack_abs):
                 break  # keys ascend: every remaining candidate is provably farther
             known = False
             # (lower > row j's k-th distance: i is provably not among j's neighbours)
@@ -568,11 +583,11 @@ def refine_candidates(X, s, half_lb, cand_keys, cand_ids, k, out_d2, out_idx, ce
             out_idx[i, q] = ix[q]
         kth[i - row_lo] = d[k - 1]
         # a worker offered fewer than kc keys left none out; its slot 0 is the sentinel
-        certified[i] = 2.0 * (np.float64(bound) + hlbi) > d[k - 1]
+        certified[i] = _beyond(2.0 * (np.float64(bound) + hlbi), d[k - 1], slack_rel, slack_abs)
 
 
 @nb.njit(cache=True, nogil=True)
-def rescan_rows(G, rows, X, s, half_lb, out_d2, out_idx):
+def rescan_rows(G, rows, X, s, half_lb, out_d2, out_idx, slack_rel=0.0, slack_abs=0.0):
     """Exact repair of rows that could not be certified (``G`` holds their products with
     all points). Any j whose lower bound L_ij does not exceed the current k-th distance
     is recomputed exactly and merged; the k-th distance only shrinks, so a j skipped
@@ -587,7 +602,7 @@ def rescan_rows(G, rows, X, s, half_lb, out_d2, out_idx):
         for j in range(n):
             if j == i:
                 continue
-            if 2.0 * (hlbi + np.float64(half_lb[j]) - np.float64(G[r, j])) > dk:
+            if _beyond(2.0 * (hlbi + np.float64(half_lb[j]) - np.float64(G[r, j])), dk, slack_rel, slack_abs):
                 continue
             known = False
             for q in range(k):

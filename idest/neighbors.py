@@ -24,9 +24,10 @@ How (and why it is exact):
 4. The candidates' distances are recomputed exactly in float64 from the original
    coordinates (by increasing L, stopping once L exceeds the k-th exact distance) and
    sorted by (distance, index). A row is *certified* when the smallest bound among the
-   points left out exceeds its k-th exact distance; otherwise it is repaired by an exact
-   rescan (one BLAS row of products plus exact recomputation of every point the bound
-   cannot exclude). Results therefore equal a float64 brute force with ties broken by
+   points left out exceeds its k-th exact distance (for the cosine metric, by a slack that
+   covers the float64 rounding of the unit rows; see _certification_slack); otherwise it
+   is repaired by an exact rescan (one BLAS row of products plus exact recomputation of
+   every point the bound cannot exclude). Results therefore equal a float64 brute force with ties broken by
    index, whatever the float32 errors, and are bit-identical for any number of threads.
 
 Distances returned: Euclidean, or with ``metric="cosine"`` the cosine distance
@@ -261,8 +262,10 @@ def _knn_internal(
     idx = np.empty((n, k), dtype=np.int64)
     certified = np.empty(n, dtype=np.bool_)
 
+    slack = _certification_slack(geo)
+
     def refine(lo: int, hi: int, keys=cand_keys, ids=cand_ids) -> None:
-        kk.refine_candidates(geo.X, geo.s, geo.half_lb, keys, ids, k, d2, idx, certified, lo, hi)
+        kk.refine_candidates(geo.X, geo.s, geo.half_lb, keys, ids, k, d2, idx, certified, lo, hi, *slack)
 
     _in_threads(refine, n, workers)
     del refine, cand_keys, cand_ids  # free the candidates before any repair
@@ -276,8 +279,21 @@ def _knn_internal(
             rows = todo[start : start + rows_per_pass]
             strip = strip_buf[: rows.size * n].reshape(rows.size, n)
             np.matmul(x[rows], x.T, out=strip)
-            kk.rescan_rows(strip, rows, geo.X, geo.s, geo.half_lb, d2, idx)
+            kk.rescan_rows(strip, rows, geo.X, geo.s, geo.half_lb, d2, idx, *slack)
     return d2, idx
+
+
+def _certification_slack(geo: _Geometry) -> tuple[float, float]:
+    """(relative, absolute) slack of the certification (kk._beyond). Euclidean: none, the
+    stored rows s x are exact (s is a power of two). Cosine: the stored unit rows are
+    s_i x_i rounded to float64, within u ||s_i x_i|| = u of those exact_sq_dist subtracts, and
+    its differences round by u (|s_i x_it| + |s_j x_jt|) more: 4u in distance for the pair,
+    doubled; and its sum of D squares, relative (D + 1) u, doubled. Without it, rows that are
+    nearly parallel (distances near 1e-16) could be certified with a neighbour left out."""
+    if geo.metric == "euclidean":
+        return 0.0, 0.0
+    u = 2.0**-53
+    return 2.0 * (geo.X.shape[1] + 1) * u, 8.0 * u
 
 
 def _to_user_distances(d2: np.ndarray, geo: _Geometry) -> np.ndarray:

@@ -320,6 +320,30 @@ def test_multi_tile_cosine_matches_brute_force():
             assert_same(neighbors._knn_internal(geo, k, workers=workers), first)
 
 
+def engine_distance_brute_force(geo, k):
+    """Every pair's distance by the engine's own exact_sq_dist, ties by index: the reference
+    where distances sit at rounding level and formulas disagree in their last bits."""
+    n = geo.X.shape[0]
+    d2 = np.array([[kk.exact_sq_dist(geo.X, geo.s, i, j) if i != j else np.inf for j in range(n)] for i in range(n)])
+    order = np.lexsort((np.broadcast_to(np.arange(n), d2.shape), d2), axis=1)[:, :k]
+    return np.take_along_axis(d2, order, axis=1), order
+
+
+@pytest.mark.parametrize("n, width, seed", [(1099, 3, 0), (1219, 2, 1), (1403, 3, 2)])
+def test_cosine_nearly_parallel_rows_are_not_certified_wrongly(n, width, seed):
+    # rows along one direction plus float32 noise: cosine distances near 1e-32, where the
+    # stored unit rows (rounded) and exact_sq_dist's differences disagree by rounding; the
+    # certification's slack must cover it (without it these clouds lost neighbours)
+    rng = np.random.default_rng(seed)
+    X = (0.5 * rng.standard_normal((n, 1)) + 300.0 * np.ones((1, width))).astype(np.float32)
+    geo = neighbors._prepare(as_points(X), "cosine")
+    ref_d2, ref_i = engine_distance_brute_force(geo, 64)
+    for select in (True, False):
+        d2, idx = neighbors._knn_internal(geo, 64, workers=2, select=select)
+        np.testing.assert_array_equal(idx, ref_i)
+        np.testing.assert_array_equal(d2, ref_d2)
+
+
 @pytest.mark.parametrize("size", [lambda kc: kc + 1, lambda kc: 6 * kc + 200], ids=["kc+1", "6kc+200"])
 def test_buffer_size_changes_nothing(monkeypatch, size):
     # a buffer one key larger than kc selects at almost every key; a large one rarely
