@@ -582,8 +582,9 @@ def refine_candidates(X, s, half_lb, cand_keys, cand_ids, k, out_d2, out_idx, ce
             out_d2[i, q] = d[q]
             out_idx[i, q] = ix[q]
         kth[i - row_lo] = d[k - 1]
-        # a worker offered fewer than kc keys left none out; its slot 0 is the sentinel
-        certified[i] = _beyond(2.0 * (np.float64(bound) + hlbi), d[k - 1], slack_rel, slack_abs)
+        # a worker offered fewer than kc keys left none out; its slot 0 is the sentinel; with
+        # kc = n - 1 every point is a candidate, so none was left out either
+        certified[i] = kc >= n - 1 or _beyond(2.0 * (np.float64(bound) + hlbi), d[k - 1], slack_rel, slack_abs)
 
 
 @nb.njit(cache=True, nogil=True)

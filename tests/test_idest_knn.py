@@ -320,6 +320,21 @@ def test_multi_tile_cosine_matches_brute_force():
             assert_same(neighbors._knn_internal(geo, k, workers=workers), first)
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_all_other_points_as_neighbours_certify_without_a_rescan(monkeypatch, metric):
+    # k = N - 1: every point is a candidate, none is left out, so no row needs the repair
+    X = gpt2_like(62, d=48, seed=27)
+    geo = neighbors._prepare(as_points(X), metric)
+
+    def no_rescan(*args):
+        raise AssertionError("a row was rescanned")
+
+    monkeypatch.setattr(kk, "rescan_rows", no_rescan)
+    d2, idx = neighbors._knn_internal(geo, 61)
+    ref_d, ref_i = brute_force(X, 61, metric=metric)
+    np.testing.assert_array_equal(idx, ref_i)
+
+
 def engine_distance_brute_force(geo, k):
     """Every pair's distance by the engine's own exact_sq_dist, ties by index: the reference
     where distances sit at rounding level and formulas disagree in their last bits."""
