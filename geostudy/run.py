@@ -10,8 +10,9 @@ Run folder layout (all files written atomically, see fsio):
     tables/*.csv, tables/*.json      the tidy result tables
     plots/*.png, plots/*.gif         the figures
     report.html                      the self-contained report
-    timings.json                     seconds per stage of the last (resumed) run: wall clock, and
-                                     time inside each step summed over the worker threads
+    timings.json                     seconds per stage of the last (resumed) run: wall clock, CPU
+                                     (user, system) of each wall-clock stage, and time inside
+                                     each step summed over the worker threads
 
 Resuming: a prompt whose .done marker exists is skipped; otherwise it is redone from scratch
 (its files are replaced). A pooled site whose json exists is skipped. Tables, plots and the
