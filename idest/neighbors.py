@@ -27,8 +27,9 @@ How (and why it is exact):
    points left out exceeds its k-th exact distance (for the cosine metric, by a slack that
    covers the float64 rounding of the unit rows; see _certification_slack); otherwise it
    is repaired by an exact rescan (one BLAS row of products plus exact recomputation of
-   every point the bound cannot exclude). Results therefore equal a float64 brute force with ties broken by
-   index, whatever the float32 errors, and are bit-identical for any number of threads.
+   every point the bound cannot exclude). Results therefore equal a float64 brute force
+   with ties broken by index, whatever the float32 errors, and are bit-identical for any
+   number of threads.
 
 Distances returned: Euclidean, or with ``metric="cosine"`` the cosine distance
 1 - cos(x_i, x_j) (as scikit-learn, scipy and DADApy define it). Note that
