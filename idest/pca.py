@@ -121,17 +121,14 @@ def _covariance(X: np.ndarray, scale: float) -> np.ndarray:
         chunk -= chunk.sum(axis=0) / n  # the column means, as _column_mean sums them
         return np.matmul(chunk.T, chunk)  # A.T @ A: BLAS syrk
     mean = _column_mean(X, scale, buf)
-    cov = part = None
-    for a in range(0, n, rows):
-        chunk = _scaled(X[a : a + rows], scale, buf[: min(rows, n - a)])
-        chunk -= mean
-        if cov is None:
-            cov = np.matmul(chunk.T, chunk)
-        else:
-            if part is None:  # reused: a fresh D x D product per chunk costs more than its syrk
-                part = np.empty((d, d))
-            cov += np.matmul(chunk.T, chunk, out=part)
-    return cov
+
+    def centred_chunks():
+        for a in range(0, n, rows):
+            chunk = _scaled(X[a : a + rows], scale, buf[: min(rows, n - a)])
+            chunk -= mean
+            yield chunk.T, chunk
+
+    return _sum_of_products(centred_chunks())
 
 
 def _sample_gram(X: np.ndarray, scale: float) -> np.ndarray:
@@ -146,17 +143,30 @@ def _sample_gram(X: np.ndarray, scale: float) -> np.ndarray:
         chunk -= chunk.sum(axis=0) / n
         return np.matmul(chunk, chunk.T)  # A @ A.T: BLAS syrk
     mean = _column_mean(X, scale)
-    gram = part = None
-    for a in range(0, d, cols):
-        chunk = _scaled(X[:, a : a + cols], scale, buf[:, : min(cols, d - a)])
-        chunk -= mean[a : a + cols]
-        if gram is None:
-            gram = np.matmul(chunk, chunk.T)
+
+    def centred_chunks():
+        for a in range(0, d, cols):
+            chunk = _scaled(X[:, a : a + cols], scale, buf[:, : min(cols, d - a)])
+            chunk -= mean[a : a + cols]
+            yield chunk, chunk.T
+
+    return _sum_of_products(centred_chunks())
+
+
+def _sum_of_products(pairs) -> np.ndarray:
+    """The sum of a @ b over the (a, b) pairs (each chunk's A.T @ A or A @ A.T: BLAS syrk),
+    every product after the first into one reused buffer: a fresh square per chunk costs
+    more than the chunk's syrk. Each pair is used before the next is asked for, so a chunk
+    buffer can be refilled between them."""
+    total = part = None
+    for a, b in pairs:
+        if total is None:
+            total = np.matmul(a, b)
         else:
             if part is None:
-                part = np.empty((n, n))
-            gram += np.matmul(chunk, chunk.T, out=part)
-    return gram
+                part = np.empty_like(total)
+            total += np.matmul(a, b, out=part)
+    return total
 
 
 def n_components_for_variance(spectrum, levels) -> np.ndarray:
