@@ -122,13 +122,12 @@ def _genre_groups(plan) -> list[tuple[str, list[str]]]:
 
 
 def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: str, path: Path,
-                 per_genre: bool = True, pooled: bool = True) -> bool:
+                 per_genre: bool = True, pooled: bool = True) -> None:
     """One panel per sub-layer; per genre the mean over its prompts (error bars: standard
-    deviation across them), the pooled corpus in black (error bars: the estimator's own)."""
+    deviation across them), the pooled corpus in black (error bars: the estimator's own).
+    The caller draws it only for a quantity with sites (_plotted_sites)."""
     cfg = plan.cfg
-    names = _site_order(plan, [s for s in res.sites_by_quantity.get(quantity, ()) if s != FINAL_SITE])
-    if not names:
-        return False
+    names = _plotted_sites(plan, res, quantity)
     panels, embeds = _panels(names, cfg)
     if not panels:
         panels = [("embeddings", "embeddings", [])]
@@ -160,7 +159,6 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
         if not xs and not embeds:
             ax.set_visible(False)
     _finish(fig, axes, title, path, legend_columns=7)
-    return True
 
 
 def _pooled_series(res: Results, quantity: str, param, points, with_errors: bool):
@@ -186,6 +184,11 @@ def _finish(fig, axes, title: str, path: Path, legend_columns: int) -> None:
     _save(fig, path, tight=False)
 
 
+def _plotted_sites(plan, res: Results, quantity: str) -> list[str]:
+    """The sites with a value of `quantity`, in depth order (the model's output left out)."""
+    return _site_order(plan, [s for s in res.sites_by_quantity.get(quantity, ()) if s != FINAL_SITE])
+
+
 def _site_order(plan, names):
     import gpt2np
 
@@ -194,12 +197,11 @@ def _site_order(plan, names):
 
 
 def multi_line_figure(plan, res: Results, quantity: str, params: list, param_label, ylabel: str,
-                      title: str, path: Path, with_errors: bool) -> bool:
-    """Pooled corpus only: one panel per sub-layer, one line per parameter value."""
+                      title: str, path: Path, with_errors: bool) -> None:
+    """Pooled corpus only: one panel per sub-layer, one line per parameter value. The caller
+    draws it only for a quantity with sites (_plotted_sites) and some parameter values."""
     cfg = plan.cfg
-    names = _site_order(plan, [s for s in res.sites_by_quantity.get(quantity, ()) if s != FINAL_SITE])
-    if not names or not params:
-        return False
+    names = _plotted_sites(plan, res, quantity)
     panels, embeds = _panels(names, cfg)
     fig, axes = _grid(max(1, len(panels)))
     cmap = plt.get_cmap("viridis")
@@ -214,7 +216,6 @@ def multi_line_figure(plan, res: Results, quantity: str, params: list, param_lab
         ax.set_ylabel(ylabel)
         _block_ticks(ax, cfg, bool(embeds))
     _finish(fig, axes, title, path, legend_columns=8)
-    return True
 
 
 def _lens_depth_labels(plan, sites):
@@ -423,10 +424,6 @@ def _share_out(figures: list[_Figure]) -> tuple[list[_Figure], list[_Figure]]:
     return mine, theirs
 
 
-def _has_sites(res: Results, quantity: str) -> bool:
-    return any(s != FINAL_SITE for s in res.sites_by_quantity.get(quantity, ()))
-
-
 def _figures(plan, tables: dict, folder: Path) -> list[_Figure]:
     """The figures this study's results can fill, in report order."""
     res = Results(tables["results"])
@@ -435,14 +432,14 @@ def _figures(plan, tables: dict, folder: Path) -> list[_Figure]:
                 "them. Black: the pooled corpus (all tokens of all prompts)")
 
     def depth(key, quantity, param, ylabel, title, caption, **kw):
-        if _has_sites(res, quantity):
+        if _plotted_sites(plan, res, quantity):
             path = folder / f"{key}.png"
             draw = partial(depth_figure, plan, res, quantity, param, ylabel, title, path, **kw)
             # the logit lens has two sub-layers (two panels), the other quantities six
             figs.append(_Figure(key, path, caption, draw, cost=0.3 if quantity.startswith("lens_") else 0.9))
 
     def multi_line(key, quantity, params, param_label, ylabel, title, caption, with_errors):
-        if _has_sites(res, quantity) and params:
+        if _plotted_sites(plan, res, quantity) and params:
             path = folder / f"{key}.png"
             draw = partial(multi_line_figure, plan, res, quantity, params, param_label, ylabel, title, path, with_errors)
             figs.append(_Figure(key, path, caption, draw, cost=0.8))
