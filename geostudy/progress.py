@@ -93,12 +93,13 @@ class StageTimer:
         try:
             yield
         finally:
-            self._add(self.seconds, stage, time.perf_counter() - t0)
-            cpu = [b - a for a, b in zip(cpu0, _cpu_times())]
+            wall = time.perf_counter() - t0
+            user, system = (b - a for a, b in zip(cpu0, _cpu_times()))
             with self._lock:
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + wall
                 total = self.cpu_seconds.setdefault(stage, [0.0, 0.0])
-                total[0] += cpu[0]
-                total[1] += cpu[1]
+                total[0] += user
+                total[1] += system
 
     @contextmanager
     def busy(self, stage: str):
