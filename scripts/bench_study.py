@@ -100,7 +100,7 @@ def main() -> int:
         extra = [a for a in args.extra if a != "--"]
         cmd = [sys.executable, str(ROOT / "scripts" / "run_prerun.py"), "--model", str(model_dir), "--out", str(out)] + extra
         speed_before = machine_speed()
-        print("machine speed, one thread:", speed_before)
+        print("machine speed:", speed_before)
         print("running:", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd)
@@ -122,7 +122,7 @@ def main() -> int:
         for stage, sec in timings["busy_seconds"].items():
             print(f"  {stage:<42s} {sec:8.1f}")
         print(f"peak RSS of the study process: {peak_kib / 2**20:.2f} GiB")
-        print(f"machine speed, one thread: before {speed_before}; after {speed_after}")
+        print(f"machine speed: before, {speed_before}; after, {speed_after}")
         ok = wall < 180 and peak_kib < 4 * 2**20
         print("target (< 180 s, < 4 GiB):", "met" if ok else "NOT met")
     return 0
