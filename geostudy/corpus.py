@@ -5,20 +5,27 @@ a `topic` and a `text`. Accepted forms:
 
 * a JSON file: either ``{"prompts": [{"id": ..., "genre": ..., "topic": ..., "text": ...}, ...]}``
   (other top-level keys such as "name" are kept as metadata) or a bare list of such objects;
-* a JSONL file: one such object per line (blank lines are ignored);
+* a JSONL file: one such object per line, lines ended by ``\n`` only (blank lines are ignored);
 * a folder of ``.txt`` files (UTF-8): one prompt per file, in file-name order, the id taken from
-  the file name without ``.txt``; genre and topic are empty.
+  the file name without ``.txt``; genre and topic are empty; hidden files (``.name.txt``, such as
+  macOS's ``._name.txt``) are not prompts.
 
-`genre` and `topic` are optional everywhere (empty when absent). Ids must be unique and made of
-letters, digits, ``.``, ``_`` and ``-`` (they name files); ``pooled`` is reserved for the
-whole-corpus rows of the result tables.
+Files are UTF-8; a leading byte-order mark is ignored. `genre` and `topic` are optional
+everywhere (empty when absent); they label figures and table cells, so they are one line of text
+without control characters. Ids must be unique and made of letters, digits, ``.``, ``_`` and ``-``
+(they name files), unique ignoring case too (case-insensitive file systems would merge them), and
+not a Windows device name (``CON``, ``NUL``, ``COM1``, ...); ``pooled`` is reserved for the
+whole-corpus rows of the result tables. No field may hold a lone surrogate (a JSON ``\ud800``
+escape without its pair): it is not a character and cannot be written as UTF-8.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +33,14 @@ from .errors import StudyError
 
 SHIPPED_CORPUS = Path(__file__).resolve().parent / "data" / "corpus.json"
 POOLED_ID = "pooled"
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # matched against the whole id (fullmatch)
+_UNSAFE_NAME_RUN = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME_LIMIT = 60
+# Names Windows gives to devices, whatever the extension: "nul.json" is not a file there.
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+# Characters a label (genre, topic) may not hold: control characters (line breaks, tabs, NUL) and
+# the Unicode line and paragraph separators: a label is one line of a legend or a table cell.
+_NOT_IN_LABELS = {"Cc", "Zl", "Zp"}
 
 
 @dataclass(frozen=True)
@@ -41,8 +55,8 @@ class Prompt:
 class Corpus:
     prompts: tuple[Prompt, ...]
     source: str
-    name: str = ""
-    metadata: dict = field(default_factory=dict)
+    name: str = ""  # file-name safe (it names the default run folder): see _safe_name
+    metadata: dict = field(default_factory=dict)  # the JSON's other top-level keys, "name" as written
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -79,12 +93,50 @@ class Corpus:
         raise StudyError(f"the corpus has no prompt with id {prompt_id!r}; its ids are {', '.join(self.ids[:10])}{' ...' if len(self) > 10 else ''}")
 
 
+def _first_lone_surrogate(text: str) -> int:
+    """Index of the first lone surrogate (U+D800-U+DFFF) in `text`, or -1. Python's json module
+    turns a "\\ud800" escape without its pair into one; it cannot be encoded as UTF-8."""
+    for i, ch in enumerate(text):
+        if "\ud800" <= ch <= "\udfff":
+            return i
+    return -1
+
+
+def _first_label_breaker(text: str) -> int:
+    """Index of the first character a one-line label may not hold (see _NOT_IN_LABELS), or -1."""
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) in _NOT_IN_LABELS:
+            return i
+    return -1
+
+
+def _check_field(key: str, value: str, where: str) -> None:
+    """StudyError if a field holds what no output file can: a lone surrogate anywhere, a control
+    character in a genre or topic."""
+    i = _first_lone_surrogate(value)
+    if i >= 0:
+        raise StudyError(
+            f"{where}: field {key!r} holds a lone surrogate U+{ord(value[i]):04X} at character {i + 1} (a JSON "
+            "\\ud800-style escape without its pair), which is not a character and cannot be written as UTF-8; "
+            "remove it, or write the character itself"
+        )
+    if key in ("genre", "topic"):
+        i = _first_label_breaker(value)
+        if i >= 0:
+            raise StudyError(
+                f"{where}: field {key!r} holds the control character U+{ord(value[i]):04X} at character {i + 1}; "
+                f"a {key} labels figures and table cells, so it must be one line of printable text"
+            )
+
+
 def _prompt_from_obj(obj, where: str) -> Prompt:
     if not isinstance(obj, dict):
         raise StudyError(f"{where}: a prompt must be a JSON object with 'id' and 'text', got {type(obj).__name__}")
     missing = [k for k in ("id", "text") if k not in obj]
     if missing:
         raise StudyError(f"{where}: the prompt has no {' and no '.join(repr(m) for m in missing)} field")
+    if isinstance(obj["id"], str):
+        where = f"{where} (id {obj['id']!r})"
     fields = {}
     for key in ("id", "genre", "topic", "text"):
         value = obj.get(key, "")
@@ -92,17 +144,28 @@ def _prompt_from_obj(obj, where: str) -> Prompt:
             value = ""
         if not isinstance(value, str):
             raise StudyError(f"{where}: field {key!r} must be a string, got {type(value).__name__} {value!r}")
+        _check_field(key, value, where)
         fields[key] = value
     return Prompt(**fields)
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, what: str = "") -> str:
+    """The file as text: UTF-8, a leading byte-order mark dropped. `what` names the prompt the
+    file holds, for the error message."""
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise StudyError(f"{path} is not UTF-8 text ({err})") from None
+        data = path.read_bytes()
     except OSError as err:
         raise StudyError(f"cannot read {path}: {err.strerror or err}") from None
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = skip + err.start  # offset in the file
+        line, line_start = data.count(b"\n", 0, bad) + 1, data.rfind(b"\n", 0, bad) + 1
+        raise StudyError(
+            f"{path}{what}, line {line}, byte {bad - line_start + 1} of the line: not UTF-8 "
+            f"text (byte 0x{data[bad]:02x}: {err.reason}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def _load_json(path: Path) -> tuple[list[Prompt], str, dict]:
@@ -125,7 +188,9 @@ def _load_json(path: Path) -> tuple[list[Prompt], str, dict]:
 
 def _load_jsonl(path: Path) -> tuple[list[Prompt], str, dict]:
     prompts = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+    # JSON strings may hold U+2028, U+2029 and U+0085 raw, which str.splitlines() would also end
+    # a line at: JSONL ends its lines with "\n" only (a "\r" before it is JSON whitespace)
+    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -137,28 +202,35 @@ def _load_jsonl(path: Path) -> tuple[list[Prompt], str, dict]:
 
 
 def _load_folder(path: Path) -> tuple[list[Prompt], str, dict]:
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and not p.name.startswith(".") and p.is_file())
     if not files:
         raise StudyError(f"the folder {path} holds no .txt files; a corpus folder has one UTF-8 .txt file per prompt")
-    return [Prompt(id=f.stem, genre="", topic="", text=_read_text(f)) for f in files], path.name, {}
+    return [Prompt(id=f.stem, genre="", topic="", text=_read_text(f, f" (prompt {f.stem!r})")) for f in files], path.name, {}
 
 
 def _validate(prompts: list[Prompt], source: str) -> None:
     if not prompts:
         raise StudyError(f"the corpus {source} holds no prompts")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # casefolded id -> id
     for i, p in enumerate(prompts):
         where = f"{source}, prompt #{i + 1} (id {p.id!r})"
-        if not _ID_RE.match(p.id):
+        if not _ID_RE.fullmatch(p.id):
             raise StudyError(
                 f"{where}: ids name files, so they must be 1-100 characters of letters, digits, '.', '_' "
                 "and '-', starting with a letter or digit" + (" (rename the .txt file)" if source.endswith("/") else "")
             )
         if p.id == POOLED_ID:
             raise StudyError(f"{where}: the id {POOLED_ID!r} is reserved for the whole-corpus rows of the tables; rename it")
-        if p.id in seen:
+        twin = seen.get(p.id.casefold())
+        if twin == p.id:
             raise StudyError(f"{where}: the id {p.id!r} appears more than once; ids must be unique")
-        seen.add(p.id)
+        if p.id.split(".")[0].upper() in _WINDOWS_DEVICES:
+            raise StudyError(f"{where}: ids name files, and {p.id.split('.')[0]!r} is a device name on Windows "
+                             "(CON, PRN, AUX, NUL, COM1-9, LPT1-9), whatever the extension; rename it")
+        if twin is not None:
+            raise StudyError(f"{where}: the ids {twin!r} and {p.id!r} differ only in case; they name files, which a "
+                             "case-insensitive file system (macOS, Windows) would merge into one: rename one of them")
+        seen[p.id.casefold()] = p.id
         if not p.text.strip():
             raise StudyError(f"{where}: the text is empty")
 
@@ -183,7 +255,15 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     else:
         raise StudyError(f"{path}: unknown corpus format {path.suffix!r}; use .json, .jsonl or a folder of .txt files")
     _validate(prompts, source)
-    return Corpus(prompts=tuple(prompts), source=source, name=name or path.stem, metadata=meta)
+    return Corpus(prompts=tuple(prompts), source=source, name=_safe_name(name or path.stem), metadata=meta)
+
+
+def _safe_name(raw: str) -> str:
+    """The corpus name as a file-name component (it names the default run folder): runs of any
+    character but letters, digits, '.', '_' and '-' become '_', leading dots and separators go
+    (no '..', no hidden folder), at most 60 characters; "corpus" when nothing is left."""
+    name = _UNSAFE_NAME_RUN.sub("_", raw).lstrip("._-")[:_NAME_LIMIT]
+    return name or "corpus"
 
 
 def tokenize_corpus(corpus: Corpus, tokenizer, n_ctx: int) -> list:
