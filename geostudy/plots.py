@@ -2,6 +2,14 @@
 
 Every figure is built from the result tables and the saved activations only, so a resumed run
 draws the same figures. `make_plots` returns {figure key: (path, caption)}.
+
+Every text is drawn literally, whatever it holds: a genre such as "costs $5 and $6" or a token
+"$$" must not be read as maths (matplotlib's default for text between two dollar signs, which
+fails on most such strings). Each figure is drawn under LITERAL_TEXT (see _Figure.render), so
+no text of ours is ever parsed, and the one axis whose tick labels matplotlib writes as maths
+(the logit lens' log scale) gets plain-number labels instead. User text is also shortened to a
+label's length (token_label, text_label), and the legend is collected by hand, because
+matplotlib leaves out of legends every label that starts with "_".
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.animation import PillowWriter  # noqa: E402
 from matplotlib.colors import PowerNorm  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
 from gpt2np.names import BLOCK_SITES  # noqa: E402
 
@@ -37,11 +45,26 @@ DPI = 110
 GRIDE_PLOT_SCALE = 8  # the GRIDE neighbour order n1 shown against depth (n2 = 16)
 _C = {c: i for i, c in enumerate(RESULT_COLUMNS)}
 _ORDER = [s for s, _, _ in BLOCK_SITES]
+# Drawn text is never maths nor LaTeX, whatever the user's matplotlibrc says: dollar signs,
+# backslashes, carets and underscores in genres and tokens are shown as they are.
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False, "axes.formatter.use_mathtext": False}
+TOKEN_LABEL_CHARS = 24  # a tick label; GPT-2 has tokens of 60+ characters (runs of dashes, ...)
+TEXT_LABEL_CHARS = 40  # a legend entry (genres)
+
+
+def _shorten(label: str, limit: int) -> str:
+    return label if len(label) <= limit else label[:limit - 1] + "…"
 
 
 def token_label(tok: str) -> str:
-    """A token as a readable label: quoted, so that leading spaces and newlines show."""
-    return repr(tok)
+    """A token as a readable label: quoted, so that leading spaces, newlines and control
+    characters show (as escapes), and shortened to TOKEN_LABEL_CHARS."""
+    return _shorten(repr(tok), TOKEN_LABEL_CHARS)
+
+
+def text_label(text: str) -> str:
+    """A genre (one line of text, as the corpus loader guarantees) as a legend label."""
+    return _shorten(text, TEXT_LABEL_CHARS)
 
 
 class Results:
@@ -134,6 +157,7 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
     fig, axes = _grid(len(panels))
     colors = plt.get_cmap("tab10")
     groups = _genre_groups(plan) if per_genre else []
+    legend: dict = {}  # (0, genre index) or (1, 0) for the pooled corpus -> (handle, label)
     for ax, (kind, ptitle, pts) in zip(axes, panels):
         xs = [x for x, _ in pts]
         for gi, (genre, ids) in enumerate(groups):
@@ -147,18 +171,20 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
                 means.append(float(np.mean(vals)))
                 sds.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
             if gx:
-                ax.errorbar(gx, means, yerr=sds, color=colors(gi % 10), marker="o", ms=3, lw=1.2,
-                            capsize=2, alpha=0.85, label=genre)
+                handle = ax.errorbar(gx, means, yerr=sds, color=colors(gi % 10), marker="o", ms=3, lw=1.2,
+                                     capsize=2, alpha=0.85)
+                legend.setdefault((0, gi), (handle, text_label(genre)))
         if pooled:
             px, pv, pe = _pooled_series(res, quantity, param, [(-1, e) for e in embeds] + pts, True)
             if px:
-                ax.errorbar(px, pv, yerr=pe, color="black", marker="s", ms=4, lw=2.2, capsize=3, label="pooled corpus")
+                handle = ax.errorbar(px, pv, yerr=pe, color="black", marker="s", ms=4, lw=2.2, capsize=3)
+                legend.setdefault((1, 0), (handle, "pooled corpus"))
         ax.set_title(ptitle, fontsize=10)
         ax.set_ylabel(ylabel)
         _block_ticks(ax, cfg, bool(embeds))
         if not xs and not embeds:
             ax.set_visible(False)
-    _finish(fig, axes, title, path, legend_columns=7)
+    _finish(fig, legend, title, path, legend_columns=7)
 
 
 def _pooled_series(res: Results, quantity: str, param, points, with_errors: bool):
@@ -174,10 +200,13 @@ def _pooled_series(res: Results, quantity: str, param, points, with_errors: bool
     return xs, vs, es
 
 
-def _finish(fig, axes, title: str, path: Path, legend_columns: int) -> None:
-    """One legend for all panels (from the first), the title, the layout, and the file."""
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
+def _finish(fig, legend: dict, title: str, path: Path, legend_columns: int) -> None:
+    """One legend for all panels, the title, the layout, and the file. `legend`: {sort key:
+    (handle, label)}, the first line drawn of each series in any panel. Passed to fig.legend
+    as they are: matplotlib's own collection (get_legend_handles_labels) drops labels that start
+    with "_", and a genre may."""
+    if legend:
+        handles, labels = zip(*(legend[k] for k in sorted(legend)))
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), legend_columns), frameon=False)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
@@ -205,17 +234,19 @@ def multi_line_figure(plan, res: Results, quantity: str, params: list, param_lab
     panels, embeds = _panels(names, cfg)
     fig, axes = _grid(max(1, len(panels)))
     cmap = plt.get_cmap("viridis")
+    legend: dict = {}  # parameter index -> (handle, label)
     for ax, (kind, ptitle, pts) in zip(axes, panels):
         for i, param in enumerate(params):
             xs, vs, es = _pooled_series(res, quantity, param, [(-1, e) for e in embeds] + pts, with_errors)
             if xs:
                 color = cmap(i / max(1, len(params) - 1))
-                ax.errorbar(xs, vs, yerr=es if with_errors else None, color=color, marker="o", ms=3,
-                            lw=1.3, capsize=2, label=param_label(param))
+                handle = ax.errorbar(xs, vs, yerr=es if with_errors else None, color=color, marker="o", ms=3,
+                                     lw=1.3, capsize=2)
+                legend.setdefault(i, (handle, param_label(param)))
         ax.set_title(ptitle, fontsize=10)
         ax.set_ylabel(ylabel)
         _block_ticks(ax, cfg, bool(embeds))
-    _finish(fig, axes, title, path, legend_columns=8)
+    _finish(fig, legend, title, path, legend_columns=8)
 
 
 def _lens_depth_labels(plan, sites):
@@ -267,6 +298,9 @@ def lens_heatmap(plan, focus_result: dict, top_rows, path: Path) -> None:
     _save(fig, path)
 
 
+_PLAIN_NUMBER = FuncFormatter(lambda v, _: f"{v:g}")
+
+
 def lens_gif(plan, top_rows, path: Path) -> None:
     """Animated: the last token's top-k tokens and probabilities, depth by depth."""
     rows = list(plan.lens_sites) + [FINAL_SITE]
@@ -289,6 +323,7 @@ def lens_gif(plan, top_rows, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlim(lo, 1.0)
         ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost most of the drawing time
+        ax.xaxis.set_major_formatter(_PLAIN_NUMBER)  # the log scale's own labels are maths ("10^{-2}")
         ax.set_yticks(range(len(items)))
         ax.set_yticklabels(toks, fontsize=9)
         ax.set_xlabel("probability of the next token (log scale)")
@@ -388,6 +423,11 @@ class _Figure:
     cost: float = 1.0
     uses_blas: bool = False
 
+    def render(self) -> None:
+        """Draw the file with every text literal (LITERAL_TEXT: never maths, never LaTeX)."""
+        with matplotlib.rc_context(LITERAL_TEXT):
+            self.draw()
+
 
 def make_plots(plan, tables: dict, folder: Path, share: bool = True) -> dict[str, tuple[Path, str]]:
     """Draw every figure; returns {figure key: (path, caption)} in a fixed order. With `share`,
@@ -397,12 +437,12 @@ def make_plots(plan, tables: dict, folder: Path, share: bool = True) -> dict[str
     folder.mkdir(parents=True, exist_ok=True)
     figures = _figures(plan, tables, folder)
     mine, theirs = _share_out(figures) if share else (figures, [])
-    child = Beside(lambda: [f.draw() for f in theirs], "drawing the plots") if theirs else None
+    child = Beside(lambda: [f.render() for f in theirs], "drawing the plots") if theirs else None
     # One BLAS thread, shared or not (the same numbers either way): a second thread would spin
     # on the child's core (measured: the 3-D scatter took 7.9 s beside the child, 0.6 s alone).
     with blas_single_thread():
         for f in mine:
-            f.draw()
+            f.render()
     if child is not None:
         child.wait()
     return {f.key: (f.path, f.caption) for f in figures}
