@@ -2,11 +2,16 @@
 
 Run folder layout (all files written atomically, see fsio):
 
-    manifest.json                    versions, model source and hash, corpus hash, options
+    .lock                            held (fcntl.flock) by the one run working in the folder
+    manifest.json                    versions, model source and hash, corpus hash, options; the
+                                     first file a run writes
     activations/<prompt>.safetensors the chosen sites of each prompt (TransformerLens names)
     prompts/<prompt>.json            that prompt's analysis results
-    prompts/<prompt>.done            written last: the prompt is finished
+    prompts/<prompt>.done            written last: the prompt is finished; the size and sha256 of
+                                     its two files
     pooled/<site>.json               the pooled-corpus analysis of one site
+    pooled/<site>.done               written last: its size and sha256, and a digest of the
+                                     activation files it was computed from
     tables/*.csv, tables/*.json      the tidy result tables
     plots/*.png, plots/*.gif         the figures
     report.html                      the self-contained report
@@ -14,15 +19,24 @@ Run folder layout (all files written atomically, see fsio):
                                      (user, system) of each wall-clock stage, and time inside
                                      each step summed over the worker threads
 
-Resuming: a prompt whose .done marker exists is skipped; otherwise it is redone from scratch
-(its files are replaced). A pooled site whose json exists is skipped. Tables, plots and the
-report are always rebuilt from these files in a fixed order, so a run that was killed and
-started again ends with byte-identical tables.
+Resuming: one run at a time (a second one is refused at once, naming the first, see lock.py).
+A prompt whose .done marker matches its files (sizes and sha256) is skipped; otherwise it is
+redone from scratch (its files are replaced) with one warning line naming the damaged file. A
+pooled site is skipped when its marker matches its json and the activation files are those it
+was computed from. Tables, plots and the report are always rebuilt from these files in a fixed
+order, and every file is written deterministically (activations included), so a run that was
+killed, or whose files were damaged, and started again ends with byte-identical tables.
+
+A full disk stops the run with one StudyError line (how much space the rest needs, that what is
+finished is kept, that the same command resumes); see diskspace.py.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,11 +49,16 @@ from . import manifest as mf
 from .analysis import FINAL_SITE, analyse_cloud, lens_for_prompt
 from .beside import Beside
 from .corpus import POOLED_ID, Corpus, Prompt, load_corpus, tokenize_corpus
+from .diskspace import SpaceNeeded, activation_file_bytes, disk_full_message, free_bytes, other_bytes
 from .errors import StudyError
 from .estimators import ESTIMATORS, EstimatorSettings
 from .extract import load_cloud, pattern_name, save_activations
-from .fsio import atomic_write_json, read_json, remove_stale_temporaries
+from .fsio import (
+    TMP_MARK, atomic_write_json, disk_full_guard, is_disk_full, is_temporary, read_json, remove_stale_temporaries,
+)
 from .geometry import cosine_to_last_sum
+from .integrity import damage, inputs_digest, read_marker, write_json_checked, write_marker
+from .lock import LOCK_FILE, RunFolderLock
 from .progress import Progress, StageTimer
 from .sites import Site, as_cloud, lens_site_names, resolve_sites, site_info, site_width
 from .threads import TaskPool, blas_single_thread, default_workers, run_tasks
@@ -53,6 +72,13 @@ MANIFEST, REPORT, TIMINGS = "manifest.json", "report.html", "timings.json"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_LENS_POSITIONS = 32
 MIN_POINTS = 3  # kept tokens per prompt: fewer cannot even be centred and compared
+SLUG_LENGTH = 60  # characters of the model's and the corpus' names in a default run folder's name
+WRITE_PROBE = f".write-test{TMP_MARK}"  # + pid: a temporary, swept by the lock holder if left behind
+RESULT_ROWS_PER_SITE = 30  # about, per prompt and site: for the disk-space estimate only
+
+
+class DiskFullError(StudyError):
+    """The run folder's disk is full: the message says how much space the run needs."""
 
 
 @dataclass
@@ -101,6 +127,13 @@ class StudyPlan:
     def pooled_path(self, site: str) -> Path:
         return self.out / POOLED_DIR / f"{site}.json"
 
+    def pooled_marker_path(self, site: str) -> Path:
+        return self.out / POOLED_DIR / f"{site}.done"
+
+    def relative(self, path: Path) -> str:
+        """A file's name in the run folder, as its marker records it."""
+        return Path(path).relative_to(self.out).as_posix()
+
 
 # --------------------------------------------------------------------------------------------
 # Validation
@@ -143,10 +176,25 @@ def _parse_drop(spec) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+def _slug(text: str, fallback: str) -> str:
+    """A name that is safe as part of one file name: letters, digits, '.', '_' and '-' only (so
+    no '/' and no '..' can lead out of the runs folder), at most SLUG_LENGTH characters."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text or "").strip("._-")[:SLUG_LENGTH].strip("._-")
+    return slug or fallback
+
+
 def _model_slug(source: str) -> str:
     p = Path(source)
     name = p.stem if (p.suffix == ".safetensors" and p.stem != "model") else (p.parent.name if p.suffix else p.name)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name or "model").strip("._-") or "model"
+    return _slug(name, "model")
+
+
+def default_run_folder(runs_dir: Path, model: str, corpus_name: str, fingerprint: dict) -> Path:
+    """runs_dir/<model>-<corpus>-<hash of the fingerprint>: always a direct child of runs_dir."""
+    name = f"{_model_slug(model)}-{_slug(corpus_name, 'corpus')}-{mf.fingerprint_hash(fingerprint)[:10]}"
+    folder = Path(runs_dir) / name
+    assert folder.parent == Path(runs_dir) and folder.name == name, name  # the slugs guarantee it
+    return folder
 
 
 def _load_model(source, dtype: str):
@@ -180,15 +228,25 @@ def _load_tokenizer(source):
     return tok, {"source": str(source), "vocab_size": tok.vocab_size}
 
 
-def _prepare_out(out: Path, fingerprint: dict) -> None:
-    """Create the run folder (or accept the folder of the same study, to resume)."""
+def _is_debris(entry: Path) -> bool:
+    """What a run killed before it wrote its manifest can leave: the lock file, temporaries
+    (the write probe and a manifest being written among them), and the run's sub-folders
+    holding nothing else (older versions created them before the manifest)."""
+    if entry.is_dir() and entry.name in (ACT_DIR, PROMPT_DIR, POOLED_DIR):
+        return all(is_temporary(e.name) and e.is_file() for e in entry.iterdir())
+    return entry.is_file() and (entry.name == LOCK_FILE or is_temporary(entry.name))
+
+
+def _check_run_folder(out: Path, fingerprint: dict) -> None:
+    """The folder is new, the start of a run killed before its manifest, or a run of this very
+    study (to resume); anything else is refused."""
     if out.exists() and not out.is_dir():
         raise StudyError(f"the output path {out} exists and is not a folder")
     man = out / MANIFEST
     if out.is_dir() and man.is_file():
         try:
             old = read_json(man).get("fingerprint", {})
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, AttributeError) as err:
             raise StudyError(f"{man} cannot be read ({err}); pass another --out") from None
         diff = mf.differences(old, fingerprint)
         if diff:
@@ -196,13 +254,18 @@ def _prepare_out(out: Path, fingerprint: dict) -> None:
                 f"the output folder {out} holds a run of a different study (differences in: "
                 f"{', '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}); pass another --out or delete it"
             )
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and not all(_is_debris(e) for e in out.iterdir()):
         raise StudyError(f"the output folder {out} is not empty and holds no {MANIFEST}: it is not a study run; pass another --out")
+
+
+def _prepare_out(out: Path, fingerprint: dict) -> None:
+    """Create the run folder (or accept the folder of the same study, to resume)."""
+    _check_run_folder(out, fingerprint)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f"{WRITE_PROBE}{os.getpid()}"  # per process: runs probing side by side
         probe.write_bytes(b"ok")
-        probe.unlink()
+        probe.unlink(missing_ok=True)  # the lock holder may have swept it already
     except OSError as err:
         raise StudyError(f"cannot write to the output folder {out}: {err.strerror or err}") from None
 
@@ -298,7 +361,7 @@ def prepare_study(
             "scatter_site": scatter_site,
         }
         if out is None:
-            out = Path(runs_dir) / f"{_model_slug(str(model))}-{corp.name}-{mf.fingerprint_hash(fingerprint)[:10]}"
+            out = default_run_folder(Path(runs_dir), str(model), corp.name, fingerprint)
         out = Path(out).expanduser()
         _prepare_out(out, fingerprint)
 
@@ -318,7 +381,7 @@ def prepare_study(
 
 def _forward(plan: StudyPlan, i: int):
     """Forward pass of prompt i (no unembedding: the lens unembeds the rows it uses), its
-    activations saved; returns the cache."""
+    activations saved; returns (the cache, the activation file's checksum)."""
     prompt, ids = plan.corpus[i], plan.token_ids[i]
     site_names = [s.name for s in plan.sites]
     extra = [pattern_name(plan.attention_block)] if prompt.id == plan.focus.id else []
@@ -327,8 +390,8 @@ def _forward(plan: StudyPlan, i: int):
             ids, names=sorted(set(site_names) | set(plan.lens_sites) | set(extra)), return_type=None)
     with plan.timer.busy("save activations"):
         tensors = {n: cache[n] for n in site_names + extra}
-        save_activations(plan.act_path(prompt.id), tensors, ids, {"prompt_id": prompt.id, "format": "geostudy-activations-1"})
-    return cache
+        saved = save_activations(plan.act_path(prompt.id), tensors, ids, {"prompt_id": prompt.id, "format": "geostudy-activations-1"})
+    return cache, saved
 
 
 def _analyse_site(plan: StudyPlan, i: int, cache, site: Site):
@@ -341,8 +404,9 @@ def _lens(plan: StudyPlan, i: int, cache):
         return lens_for_prompt(plan.model, cache, plan.lens_sites, plan.kept[i], plan.lens_positions, plan.top_k)
 
 
-def _write_prompt(plan: StudyPlan, i: int, site_results: list, lens: dict) -> None:
-    """The prompt's results file, then its marker (written last: the prompt is finished)."""
+def _write_prompt(plan: StudyPlan, i: int, site_results: list, lens: dict, saved) -> None:
+    """The prompt's results file, then its marker (written last: the prompt is finished), which
+    records the checksums of the results and of the activation file (`saved`)."""
     prompt, ids, kept = plan.corpus[i], plan.token_ids[i], plan.kept[i]
     rows, spectra, skipped = [], {}, []
     for site, (n, est) in zip(plan.sites, site_results):
@@ -379,8 +443,10 @@ def _write_prompt(plan: StudyPlan, i: int, site_results: list, lens: dict) -> No
         "lens_all_positions": lens["all_positions"],
         "lens_positions": lens["positions"],
     }
-    atomic_write_json(plan.result_path(prompt.id), result)
-    atomic_write_json(plan.marker_path(prompt.id), {"prompt_id": prompt.id, "n_tokens": int(ids.size)})
+    written = write_json_checked(plan.result_path(prompt.id), result)
+    write_marker(plan.marker_path(prompt.id), plan.out,
+                 {plan.act_path(prompt.id): saved, plan.result_path(prompt.id): written},
+                 prompt_id=prompt.id, n_tokens=int(ids.size))
 
 
 def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
@@ -391,10 +457,10 @@ def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
     the main thread waits for the previous prompt's results (at most three prompts' caches are
     alive at once)."""
 
-    def finish(i, lens_future, site_futures):
+    def finish(i, saved, lens_future, site_futures):
         bar.stage(f"{plan.corpus[i].id}: geometry, ID, logit lens")
         results = [f.result() for f in site_futures]
-        _write_prompt(plan, i, results, lens_future.result())
+        _write_prompt(plan, i, results, lens_future.result(), saved)
         bar.advance(note=f"{plan.corpus[i].id}: done")
 
     with TaskPool(plan.workers) as pool:
@@ -409,9 +475,9 @@ def _run_prompts(plan: StudyPlan, todo: list[int], bar: Progress) -> None:
         previous = None
         for k, i in enumerate(todo):
             bar.stage(f"{plan.corpus[i].id}: forward pass")
-            cache = forwards.pop(k).result()
+            cache, saved = forwards.pop(k).result()
             start_forward(k + 1)
-            analyses = (i, pool.submit(_lens, plan, i, cache),
+            analyses = (i, saved, pool.submit(_lens, plan, i, cache),
                         [pool.submit(_analyse_site, plan, i, cache, site) for site in plan.sites])
             del cache  # the queued tasks hold it until they have run
             if previous is not None:
@@ -438,8 +504,9 @@ def load_pooled_cloud(plan: StudyPlan, site: str) -> tuple[np.ndarray, float]:
     return np.concatenate(clouds), cos_sum / cos_n
 
 
-def _analyse_pooled_site(plan: StudyPlan, site: Site) -> None:
-    """Runs in a worker thread: load, analyse and save one site of the pooled corpus."""
+def _analyse_pooled_site(plan: StudyPlan, site: Site, inputs: str) -> None:
+    """Runs in a worker thread: load, analyse and save one site of the pooled corpus; its marker
+    records `inputs`, the digest of the activation files it was computed from."""
     with plan.timer.busy("pooled: load activations"):
         X, cos_last = load_pooled_cloud(plan, site.name)
     est = analyse_cloud(X, plan.pooled_settings, cosine_to_last=cos_last, timer=plan.timer.busy, prefix="pooled ")
@@ -450,7 +517,9 @@ def _analyse_pooled_site(plan: StudyPlan, site: Site) -> None:
         "spectrum": None if est.spectrum is None else [est.spectrum.tolist(), est.explained.tolist()],
         "skipped": [[name, reason] for name, reason in est.skipped],
     }
-    atomic_write_json(plan.pooled_path(site.name), result)
+    written = write_json_checked(plan.pooled_path(site.name), result)
+    write_marker(plan.pooled_marker_path(site.name), plan.out, {plan.pooled_path(site.name): written},
+                 site=site.name, inputs_sha256=inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,7 +594,7 @@ def write_tables(plan: StudyPlan, tables: dict[str, list]) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------
-# The whole study
+# The manifest
 # --------------------------------------------------------------------------------------------
 
 def _write_manifest(plan: StudyPlan, **extra) -> None:
@@ -569,18 +638,145 @@ def _write_manifest(plan: StudyPlan, **extra) -> None:
     atomic_write_json(path, man, indent=2)
 
 
+# --------------------------------------------------------------------------------------------
+# What is finished: checked against the markers' checksums, not believed
+# --------------------------------------------------------------------------------------------
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _in_parallel(fn, items, workers: int) -> list:
+    """[fn(item) for item in items] on threads (hashing releases the GIL), in order."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(fn, items))
+
+
+def _intact(plan: StudyPlan, marker_path: Path, files: list[Path]) -> tuple[dict | None, str | None]:
+    """(the marker, None) if it exists and each of `files` is as it recorded; else (None, why)."""
+    marker, why = read_marker(marker_path)
+    if marker is None:
+        return None, why
+    problem = damage(plan.out, marker, [plan.relative(f) for f in files])
+    return (marker, None) if problem is None else (None, problem)
+
+
+def finished_prompts(plan: StudyPlan) -> list[bool]:
+    """Per prompt: finished and intact. A prompt with a marker whose files are damaged or missing
+    gets one warning line naming the file, and loses its marker: it is redone."""
+
+    def check(prompt):
+        if not plan.marker_path(prompt.id).is_file():
+            return None, None  # not finished, nothing to warn about
+        return _intact(plan, plan.marker_path(prompt.id), [plan.act_path(prompt.id), plan.result_path(prompt.id)])
+
+    finished = []
+    for prompt, (marker, why) in zip(plan.corpus, _in_parallel(check, plan.corpus, plan.workers)):
+        if marker is None and why is not None:
+            _warn(f"prompt {prompt.id} is redone: {why}")
+            plan.marker_path(prompt.id).unlink(missing_ok=True)
+        finished.append(marker is not None)
+    return finished
+
+
+def activation_inputs(plan: StudyPlan) -> str:
+    """The digest of every prompt's activation file as its marker recorded it (all prompts are
+    finished): what a pooled result is computed from."""
+    named = []
+    for p in plan.corpus:
+        marker, why = read_marker(plan.marker_path(p.id))
+        if marker is None:
+            raise StudyError(f"prompt {p.id} is not finished ({why}): run the same command again")
+        named.append((p.id, marker["files"][plan.relative(plan.act_path(p.id))]["sha256"]))
+    return inputs_digest(named)
+
+
+def finished_pooled_sites(plan: StudyPlan, inputs: str) -> list[bool]:
+    """Per site: its pooled result is intact and was computed from these activation files
+    (`inputs`); otherwise one warning line (when it had a marker) and it is redone."""
+
+    def check(site):
+        marker_path = plan.pooled_marker_path(site.name)
+        if not marker_path.is_file():
+            return None
+        marker, why = _intact(plan, marker_path, [plan.pooled_path(site.name)])
+        if marker is not None and marker.get("inputs_sha256") != inputs:
+            why = (f"{plan.relative(plan.pooled_path(site.name))} was computed from other activation "
+                   "files than the prompts' current ones")
+        return why if why is not None else "intact"
+
+    finished = []
+    for site, state in zip(plan.sites, _in_parallel(check, plan.sites, plan.workers)):
+        if state not in (None, "intact"):
+            _warn(f"the pooled corpus at {site.name} is redone: {state}")
+            plan.pooled_marker_path(site.name).unlink(missing_ok=True)
+        finished.append(state == "intact")
+    return finished
+
+
+# --------------------------------------------------------------------------------------------
+# Disk space
+# --------------------------------------------------------------------------------------------
+
+def space_needed(plan: StudyPlan) -> SpaceNeeded:
+    """What the rest of the run will write: the activation files of the unfinished prompts
+    (exactly) and the results, tables and figures (about)."""
+    cfg, itemsize = plan.cfg, np.dtype(plan.dtype).itemsize
+    widths = [site_width(s, cfg) for s in plan.sites]
+    unfinished = [i for i, p in enumerate(plan.corpus) if not plan.marker_path(p.id).is_file()]
+    activations = sum(
+        activation_file_bytes(int(plan.token_ids[i].size), widths, itemsize,
+                              cfg.n_head if plan.corpus[i].id == plan.focus.id else 0)
+        for i in unfinished)
+    other = other_bytes([int(k.size) for k in plan.kept], widths, RESULT_ROWS_PER_SITE)
+    return SpaceNeeded(activations, other, len(plan.corpus) - len(unfinished), len(plan.corpus))
+
+
+def _check_free_space(plan: StudyPlan) -> None:
+    """Refuse before any work when the activation files alone cannot fit."""
+    need, free = space_needed(plan), free_bytes(plan.out)
+    if free is not None and free < need.activations:
+        raise DiskFullError(disk_full_message(plan.out, need, None, before_start=True))
+
+
+# --------------------------------------------------------------------------------------------
+# The whole study
+# --------------------------------------------------------------------------------------------
+
 def execute(plan: StudyPlan) -> Path:
-    """Run a prepared study (resuming whatever the run folder already holds)."""
+    """Run a prepared study (resuming whatever the run folder already holds), holding the run
+    folder's lock. Raises StudyError at once when another process holds the folder (naming it),
+    and DiskFullError (a StudyError: one line, with the space the run needs) when the disk is
+    full; what was finished is kept, and the same call resumes."""
+    with disk_full_guard() as disk_full_at:
+        try:
+            with RunFolderLock(plan.out):
+                return _execute_locked(plan)
+        except Exception as err:
+            # the write that met the full disk, here or in a forked writer (whose error we see
+            # as "the child failed"), or an OSError outside fsio (a folder being made)
+            where = disk_full_at()
+            if where is None and not is_disk_full(err):
+                raise
+            where = where or getattr(err, "filename", None)
+            raise DiskFullError(disk_full_message(plan.out, space_needed(plan), where)) from None
+
+
+def _execute_locked(plan: StudyPlan) -> Path:
     out, timer = plan.out, plan.timer
+    _check_run_folder(out, plan.fingerprint)  # again: a run may have started here since prepare_study
+    _write_manifest(plan, status="running")  # the first file: from now on the folder is a study run
     for sub in (ACT_DIR, PROMPT_DIR, POOLED_DIR):
         (out / sub).mkdir(exist_ok=True)
-    remove_stale_temporaries(out)
-    todo = [i for i, p in enumerate(plan.corpus) if not plan.marker_path(p.id).is_file()]
+    remove_stale_temporaries(out)  # only now: before the lock they could be a live run's
+    with timer("check finished files"):
+        finished = finished_prompts(plan)
+    _check_free_space(plan)
+    todo = [i for i, done in enumerate(finished) if not done]
     # longest prompts first: each forward pass then takes no longer than the analyses it runs
     # beside, so no worker waits for one, and the last tasks before the pooled corpus are small
     # (each prompt's results are its own files: the order changes no number)
     todo.sort(key=lambda i: -plan.token_ids[i].size)
-    _write_manifest(plan, status="running")
     man = read_json(out / MANIFEST)
     man["sessions"].append({"started": mf.now(), "prompts_already_done": len(plan.corpus) - len(todo)})
     atomic_write_json(out / MANIFEST, man, indent=2)
@@ -592,7 +788,10 @@ def execute(plan: StudyPlan) -> Path:
         _run_prompts(plan, todo, bar)
     bar.close()
 
-    todo = [s for s in plan.sites if not plan.pooled_path(s.name).is_file()]
+    with timer("check finished files"):
+        inputs = activation_inputs(plan)
+        finished = finished_pooled_sites(plan, inputs)
+    todo = [s for s, done in zip(plan.sites, finished) if not done]
     # widest clouds first, so the last tasks running side by side are small ones (each site's
     # result is its own file: the order changes no number)
     todo.sort(key=lambda s: -site_width(s, plan.model.cfg))
@@ -600,7 +799,7 @@ def execute(plan: StudyPlan) -> Path:
     if len(todo) < len(plan.sites):
         bar.advance(len(plan.sites) - len(todo), note="done earlier")
     with timer("pooled geometry + ID"), blas_single_thread():
-        run_tasks(lambda site: _analyse_pooled_site(plan, site), todo, plan.workers,
+        run_tasks(lambda site: _analyse_pooled_site(plan, site, inputs), todo, plan.workers,
                   on_done=lambda i, _: bar.advance(note=todo[i].name))
     bar.close()
 

@@ -6,7 +6,10 @@
 
 Writes activations, tables (CSV + JSON), plots and report.html into one run folder (default:
 runs/<model>-<corpus>-<hash of the options>). Started again with the same options, an
-interrupted run resumes where it stopped. All the logic is in the geostudy package.
+interrupted run resumes where it stopped, after checking the checksums of what it finished.
+One run at a time per folder: a second one exits 2 at once, naming the first. Bad input, a busy
+folder and a full disk exit 2 with one line saying what is wrong. All the logic is in the
+geostudy package.
 """
 
 from __future__ import annotations
@@ -106,6 +109,9 @@ def main(argv=None) -> int:
         print(f"run folder: {plan.out}", file=sys.stderr)
     try:
         out = geostudy.execute(plan)
+    except geostudy.StudyError as err:  # the folder is busy, the disk is full, ...: one line
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted. Finished prompts are kept in {plan.out}; run the same command again "
               f"(with --out {plan.out}) to resume.", file=sys.stderr)

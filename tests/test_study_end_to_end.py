@@ -301,6 +301,18 @@ def test_a_run_folder_of_another_study_is_refused(run, tiny_model_dir, small_cor
         geostudy.prepare_study(tiny_model_dir, small_corpus, run, **{**options, "drop_positions": "none"})
 
 
+def test_a_folder_holding_other_files_is_refused_even_beside_a_lock_file(tiny_model_dir, small_corpus, options, tmp_path):
+    """A folder with only a run's debris (lock file, temporaries) is resumed; one with anything
+    else is somebody's: nothing is written into it."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / ".lock").write_text("")
+    (out / "notes.txt").write_text("my notes")
+    with pytest.raises(StudyError, match="not a study run"):
+        geostudy.run_study(tiny_model_dir, small_corpus, out, **options)
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "notes.txt"]
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input: a clear error before any work
 # --------------------------------------------------------------------------------------------
