@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import StudyError
 
@@ -56,7 +56,7 @@ def _run(job: Callable[[], object], prctl, parent_pid: int) -> None:
     except BaseException:  # noqa: BLE001 - reported through the exit code
         traceback.print_exc()
         sys.stderr.flush()
-        raise SystemExit(1)
+        raise SystemExit(1) from None
 
 
 class Beside:

@@ -90,7 +90,8 @@ class Corpus:
         for p in self.prompts:
             if p.id == prompt_id:
                 return p
-        raise StudyError(f"the corpus has no prompt with id {prompt_id!r}; its ids are {', '.join(self.ids[:10])}{' ...' if len(self) > 10 else ''}")
+        more = " ..." if len(self) > 10 else ""
+        raise StudyError(f"the corpus has no prompt with id {_shown(prompt_id)}; its ids are {', '.join(self.ids[:10])}{more}")
 
 
 def _first_lone_surrogate(text: str) -> int:
@@ -129,6 +130,13 @@ def _check_field(key: str, value: str, where: str) -> None:
             )
 
 
+def _shown(value, limit: int = 60) -> str:
+    """A value as an error message shows it: its repr (control characters escaped, so the
+    message stays one line), cut at `limit` characters (an id or a field may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _prompt_from_obj(obj, where: str) -> Prompt:
     if not isinstance(obj, dict):
         raise StudyError(f"{where}: a prompt must be a JSON object with 'id' and 'text', got {type(obj).__name__}")
@@ -136,14 +144,14 @@ def _prompt_from_obj(obj, where: str) -> Prompt:
     if missing:
         raise StudyError(f"{where}: the prompt has no {' and no '.join(repr(m) for m in missing)} field")
     if isinstance(obj["id"], str):
-        where = f"{where} (id {obj['id']!r})"
+        where = f"{where} (id {_shown(obj['id'])})"
     fields = {}
     for key in ("id", "genre", "topic", "text"):
         value = obj.get(key, "")
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise StudyError(f"{where}: field {key!r} must be a string, got {type(value).__name__} {value!r}")
+            raise StudyError(f"{where}: field {key!r} must be a string, got {type(value).__name__} {_shown(value)}")
         _check_field(key, value, where)
         fields[key] = value
     return Prompt(**fields)
@@ -176,7 +184,8 @@ def _load_json(path: Path) -> tuple[list[Prompt], str, dict]:
     meta: dict = {}
     if isinstance(data, dict):
         if "prompts" not in data:
-            raise StudyError(f"{path}: a JSON corpus must be a list of prompts or an object with a 'prompts' list; found keys {sorted(data)}")
+            raise StudyError(f"{path}: a JSON corpus must be a list of prompts or an object with a 'prompts' list; "
+                             f"found keys {_shown(sorted(data))}")
         meta = {k: v for k, v in data.items() if k != "prompts"}
         data = data["prompts"]
     if not isinstance(data, list):
@@ -213,7 +222,7 @@ def _validate(prompts: list[Prompt], source: str) -> None:
         raise StudyError(f"the corpus {source} holds no prompts")
     seen: dict[str, str] = {}  # casefolded id -> id
     for i, p in enumerate(prompts):
-        where = f"{source}, prompt #{i + 1} (id {p.id!r})"
+        where = f"{source}, prompt #{i + 1} (id {_shown(p.id)})"
         if not _ID_RE.fullmatch(p.id):
             raise StudyError(
                 f"{where}: ids name files, so they must be 1-100 characters of letters, digits, '.', '_' "

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -158,7 +158,7 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
     colors = plt.get_cmap("tab10")
     groups = _genre_groups(plan) if per_genre else []
     legend: dict = {}  # (0, genre index) or (1, 0) for the pooled corpus -> (handle, label)
-    for ax, (kind, ptitle, pts) in zip(axes, panels):
+    for ax, (_kind, ptitle, pts) in zip(axes, panels):
         xs = [x for x, _ in pts]
         for gi, (genre, ids) in enumerate(groups):
             means, sds, gx = [], [], []
@@ -235,7 +235,7 @@ def multi_line_figure(plan, res: Results, quantity: str, params: list, param_lab
     fig, axes = _grid(max(1, len(panels)))
     cmap = plt.get_cmap("viridis")
     legend: dict = {}  # parameter index -> (handle, label)
-    for ax, (kind, ptitle, pts) in zip(axes, panels):
+    for ax, (_kind, ptitle, pts) in zip(axes, panels):
         for i, param in enumerate(params):
             xs, vs, es = _pooled_series(res, quantity, param, [(-1, e) for e in embeds] + pts, with_errors)
             if xs:

@@ -24,8 +24,7 @@ from matplotlib.animation import PillowWriter
 from matplotlib.text import Text
 
 import geostudy
-from geostudy import StudyError, load_corpus
-from geostudy import plots
+from geostudy import StudyError, load_corpus, plots
 from geostudy.plots import TEXT_LABEL_CHARS, TOKEN_LABEL_CHARS, text_label, token_label
 from geostudy.run import assemble_tables
 from geostudy.tables import TOP_TOKEN_COLUMNS, read_csv
@@ -224,7 +223,7 @@ def test_a_lone_surrogate_exits_2_with_one_line(tmp_path, tiny_model_dir, gpt2_v
 
 def test_undecodable_bytes_in_a_txt_file_name_the_prompt_line_and_the_fix(tmp_path):
     (tmp_path / "a.txt").write_text("Fine.", encoding="utf-8")
-    (tmp_path / "b.txt").write_bytes("first line\nsecond line, caf".encode() + b"\xe9 au lait")
+    (tmp_path / "b.txt").write_bytes(b"first line\nsecond line, caf" + b"\xe9 au lait")
     with pytest.raises(StudyError, match=r"b\.txt \(prompt 'b'\), line 2, byte 17 of the line: not UTF-8 .*save the file as UTF-8"):
         load_corpus(tmp_path)
 
