@@ -141,9 +141,9 @@ def floor_seconds(n: int, rate: float) -> float:
 
 def compile_times() -> dict:
     code = (
-        "import time, sys, numpy as np; t=time.perf_counter(); sys.path.insert(0, %r); import idest; "
+        f"import time, sys, numpy as np; t=time.perf_counter(); sys.path.insert(0, {ROOT!r}); import idest; "
         "X=np.random.default_rng(0).standard_normal((200, 768)).astype(np.float32); "
-        "idest.twonn(X); idest.mle(X, k=20); idest.gride(X); print(time.perf_counter()-t)" % ROOT
+        "idest.twonn(X); idest.mle(X, k=20); idest.gride(X); print(time.perf_counter()-t)"
     )
     result = {}
     with tempfile.TemporaryDirectory() as cache:
@@ -220,7 +220,8 @@ def summarise(n, method, runs):
 
 def markdown(rows, compile_s) -> str:
     lines = [
-        "| N | estimator | idest (s) | floor (s) | idest / floor | idest peak RSS (GiB) | reference | ref (s) | ref peak RSS (GiB) | speed-up (ref / idest) | max rel. diff of estimates |",
+        "| N | estimator | idest (s) | floor (s) | idest / floor | idest peak RSS (GiB) | reference | ref (s) "
+        "| ref peak RSS (GiB) | speed-up (ref / idest) | max rel. diff of estimates |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

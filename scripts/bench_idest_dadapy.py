@@ -50,8 +50,6 @@ def time_one(path, what):
 
 
 def reference(paths):
-    import dadapy
-
     from importlib.metadata import version
 
     out = {"dadapy": version("dadapy"), "numpy": np.__version__}

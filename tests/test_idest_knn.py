@@ -100,6 +100,7 @@ def test_many_tiles_workers_and_repairs(monkeypatch):
     # bit-identical whatever the number of workers
     for d2, idx in results[1:]:
         np.testing.assert_array_equal(d2, results[0][0])
+        np.testing.assert_array_equal(idx, results[0][1])
     # no margin at all: certification fails for most rows, the exact repair fixes them
     monkeypatch.setattr(neighbors, "_candidate_count", lambda k, n: k)
     d2, idx = neighbors._knn_internal(geo, 6, workers=2)

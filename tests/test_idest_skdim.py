@@ -46,7 +46,9 @@ def test_twonn(data):
     assert idest.twonn(X, discard_fraction=0.3).dimension == pytest.approx(ref, rel=1e-6)
 
 
-@pytest.mark.parametrize("k,comb,unbiased", [(20, "mle", False), (5, "mle", False), (20, "mean", False), (20, "median", False), (10, "mle", True)])
+@pytest.mark.parametrize(
+    "k,comb,unbiased", [(20, "mle", False), (5, "mle", False), (20, "mean", False), (20, "median", False), (10, "mle", True)]
+)
 def test_mle(data, k, comb, unbiased):
     _, X = data
     ref = skdim.id.MLE(unbiased=unbiased).fit(X, n_neighbors=k, comb=comb)
