@@ -16,15 +16,20 @@ One neighbour search can serve several estimators (bit-identical results; see
     idest.twonn(nb); idest.mle(nb, k=20); idest.gride(nb, range_max=64)
     idest.pca(X, variance=0.9, solver="covariance")   # "auto" (default) | "covariance" | "svd"
 
-Input handling, for every function: X must be 2-D (n_points, n_features), finite;
-float32 and float64 are used as given, float16 is widened to float32 and integers to
-float64 (exactly); bool, complex and non-numeric data are refused. Duplicated points
-(distance 0) are dropped by default for the neighbour-based estimators, keeping the first
-copy, and counted in ``n_duplicates``; ``on_duplicates="raise"`` refuses them instead.
+Input handling, for every function: X must be 2-D (n_points, n_features), finite, with
+its largest |value| 0 or within [1e-130, 1e150] (inside, every estimate is the same for X
+and c X; outside, a ValueError says to rescale); float32 and float64 are used as given,
+float16 is widened to float32 and integers to float64 (exactly); bool, complex and
+non-numeric data are refused. Duplicated points (distance 0) are dropped by default for the
+neighbour-based estimators, keeping the first copy, and counted in ``n_duplicates``;
+near-duplicates (within ``near_duplicate_tol`` = 64 machine epsilons of X's dtype, relative
+to the points' norms; see ``idest.neighborhoods``) likewise, counted in
+``n_near_duplicates``; ``on_duplicates="raise"`` refuses both instead.
 The neighbour-based estimators (twonn, twonn_scaling, mle, gride, local_pca) also accept
 the ``Neighborhoods`` of ``idest.neighborhoods(X, k)`` in place of X: they use its metric and
-duplicate policy (passing a different ``metric`` or ``on_duplicates`` is an error) and read
-the first columns they need (holding too few is an error saying which k to compute).
+duplicate settings (passing different ``metric``, ``on_duplicates`` or ``near_duplicate_tol``
+is an error) and read the first columns they need (holding too few is an error saying which
+k to compute).
 Errors are ValueError/TypeError saying what was wrong and how to fix it.
 """
 

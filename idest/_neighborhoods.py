@@ -10,22 +10,31 @@ index), so results are bit-identical either way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 
 from . import _duplicates as dup
-from ._validate import CleanPoints, abs_max, as_points, check_metric, check_on_duplicates
-from .neighbors import _Geometry, _knn_internal, _prepare, _to_user_distances
+from ._validate import (
+    CleanPoints,
+    abs_max,
+    as_points,
+    check_metric,
+    check_near_duplicate_tol,
+    check_on_duplicates,
+)
+from .neighbors import _Geometry, _knn_internal, _prepare, _stored_sq_norms, _to_user_distances
 from .results import Neighborhoods
 
 _DEFAULT_METRIC = "euclidean"
 _DEFAULT_ON_DUPLICATES = "drop"
+_DEFAULT_NEAR_DUPLICATE_TOL = dup.NEAR_DUPLICATE_TOL
 
 
 def _drop(points: CleanPoints, keep: np.ndarray) -> CleanPoints:
     X = np.ascontiguousarray(points.X[keep])
-    return CleanPoints(X, abs_max(X))
+    return CleanPoints(X, abs_max(X), points.eps)
 
 
 def _user_k(k_name: str | None, k) -> str | None:
@@ -33,15 +42,19 @@ def _user_k(k_name: str | None, k) -> str | None:
     return k_name if k_name is not None and not callable(k) else None
 
 
-def _check_size(n: int, n_input: int, *, min_points: int, method: str, k_name: str | None, k) -> None:
-    """Refuse fewer than ``min_points`` distinct points (n of the caller's n_input rows).
+def _check_size(
+    n: int, *, n_duplicates: int, n_near_duplicates: int, min_points: int, method: str, k_name: str | None, k
+) -> None:
+    """Refuse fewer than ``min_points`` distinct points (n left of the caller's rows after
+    dropping the duplicates and near-duplicates counted so far).
 
     ``k_name`` names the caller's k in the message (None if k is not a user option).
     Shared by the search and by ``for_estimator`` so both read the same."""
     if n >= min_points:
         return
-    dropped = n_input - n
-    note = f" after dropping {dropped} duplicated point(s)" if dropped else ""
+    dropped = [f"{n_duplicates} duplicated"] if n_duplicates else []
+    dropped += [f"{n_near_duplicates} near-duplicated"] if n_near_duplicates else []
+    note = f" after dropping {' and '.join(dropped)} point(s)" if dropped else ""
     with_k = f" with {k_name}={k}" if k_name else ""
     smaller = f" or a smaller {k_name}" if k_name else ""
     raise ValueError(
@@ -56,11 +69,13 @@ def search(
     *,
     metric: str,
     on_duplicates: str,
+    near_duplicate_tol: float,
     min_points: int,
     method: str,
     k_name: str | None = "k",
 ) -> Neighborhoods:
-    """Validate X, drop (or refuse) duplicated points, and return exact k-NN.
+    """Validate X, drop (or refuse) duplicated and near-duplicated points, and return
+    exact k-NN.
 
     ``k`` may be a function of the number of distinct points (GRIDE caps its range at
     N - 1); a function may return 0 for a single point, which then gets no neighbours.
@@ -71,21 +86,30 @@ def search(
     points = as_points(X)
     metric = check_metric(metric)
     on_duplicates = check_on_duplicates(on_duplicates)
+    near_duplicate_tol = check_near_duplicate_tol(near_duplicate_tol)
+    tol_sq = (near_duplicate_tol * points.eps) ** 2
     n_input = points.X.shape[0]
     index = np.arange(n_input)
+    dropped = {"exact": 0, "near": 0}
     user_k = _user_k(k_name, k)
 
-    def check_size(n: int) -> None:
-        _check_size(n, n_input, min_points=min_points, method=method, k_name=user_k, k=k)
+    def check_size() -> None:
+        _check_size(index.size, n_duplicates=dropped["exact"], n_near_duplicates=dropped["near"],
+                    min_points=min_points, method=method, k_name=user_k, k=k)
 
-    check_size(n_input)
+    def drop(repeats: np.ndarray, kind: str) -> None:
+        nonlocal index, points
+        _refuse_if_asked(on_duplicates, repeats, index, near_duplicate_tol if kind == "near" else None)
+        index = index[~repeats]
+        points = _drop(points, ~repeats)
+        dropped[kind] += int(repeats.sum())
+        check_size()
+
+    check_size()
     if metric == "euclidean":
         repeats = dup.repeated_rows(points.X)
         if repeats.any():
-            _refuse_if_asked(on_duplicates, repeats)
-            index = index[~repeats]
-            points = _drop(points, ~repeats)
-            check_size(index.size)
+            drop(repeats, "exact")
 
     while True:
         k_now = k_of(index.size)
@@ -96,14 +120,18 @@ def search(
         geo: _Geometry = _prepare(points, metric)
         zero = dup.COSINE_ZERO_SQ_CHORD if metric == "cosine" else 0.0
         d2, idx = _knn_internal(geo, k_now)
+        # exact repeats first, until none is left; then near-duplicates, found once among
+        # the distinct points (after dropping them none is left: see _near_duplicates)
         repeats = dup.zero_distance_repeats(d2, idx, zero)
-        if not repeats.any():
-            distances = _to_user_distances(d2, geo)
-            break
-        _refuse_if_asked(on_duplicates, repeats, index)
-        index = index[~repeats]
-        points = _drop(points, ~repeats)
-        check_size(index.size)
+        if repeats.any():
+            drop(repeats, "exact")
+            continue
+        repeats = _near_duplicates(geo, d2, idx, tol_sq)
+        if repeats.any():
+            drop(repeats, "near")
+            continue
+        distances = _to_user_distances(d2, geo)
+        break
 
     return Neighborhoods(
         distances=distances,
@@ -112,10 +140,38 @@ def search(
         point_index=index,
         k=idx.shape[1],
         n_points=index.size,
-        n_duplicates=n_input - index.size,
+        n_duplicates=dropped["exact"],
+        n_near_duplicates=dropped["near"],
         metric=metric,
         on_duplicates=on_duplicates,
+        near_duplicate_tol=near_duplicate_tol,
     )
+
+
+def _near_duplicates(geo: _Geometry, d2: np.ndarray, idx: np.ndarray, tol_sq: float) -> np.ndarray:
+    """Mask of the near-duplicates to drop among distinct points, given their k-NN (d2, idx):
+    every point of a group (connected by pairs within the tolerance, dup.near_pairs) but
+    its lowest index.
+
+    The groups are those of *all* pairs within the tolerance, whatever k: while some row's
+    k-th neighbour is still within reach of it, the search is repeated with twice the
+    neighbours (rare: a point with k or more near-copies). Then no pair of the points kept
+    is within the tolerance (it would have joined their groups), and an estimator asking
+    for 2 neighbours drops the same points as a shared search for 64."""
+    n, k = d2.shape
+    if tol_sq == 0.0:
+        return np.zeros(n, dtype=bool)
+    # the stored rows have |coordinates| < 1 (see _stored_sq_norms): a first neighbour
+    # beyond tol_sq * D is no near-duplicate, so clean data cost one comparison per point
+    if not np.any(d2[:, 0] <= tol_sq * geo.X.shape[1]):
+        return np.zeros(n, dtype=bool)
+    sq_norms = _stored_sq_norms(geo)
+    reach = tol_sq * float(sq_norms.max())
+    while k < n - 1 and np.any(d2[:, k - 1] <= reach):
+        k = min(n - 1, 2 * k)
+        d2, idx = _knn_internal(geo, k)
+    a, b = dup.near_pairs(d2, idx, sq_norms, tol_sq)
+    return dup.first_of_each_group(n, a, b)
 
 
 def for_estimator(
@@ -124,6 +180,7 @@ def for_estimator(
     *,
     metric: str | None,
     on_duplicates: str | None,
+    near_duplicate_tol: float | None,
     min_points: int,
     method: str,
     k_name: str | None = "k",
@@ -131,10 +188,10 @@ def for_estimator(
 ) -> Neighborhoods:
     """The distinct points and their first k neighbours, from X or from a Neighborhoods.
 
-    ``metric`` / ``on_duplicates`` None mean the default for an array and "as the
-    Neighborhoods were computed" for one; anything else must agree with them.
-    ``setting`` ("range_max=64") names the option that fixes k in the message saying the
-    Neighborhoods hold too few neighbours (default: ``k_name=k``).
+    ``metric`` / ``on_duplicates`` / ``near_duplicate_tol`` None mean the default for an
+    array and "as the Neighborhoods were computed" for one; anything else must agree with
+    them. ``setting`` ("range_max=64") names the option that fixes k in the message saying
+    the Neighborhoods hold too few neighbours (default: ``k_name=k``).
     """
     if not isinstance(source, Neighborhoods):
         return search(
@@ -142,16 +199,23 @@ def for_estimator(
             k,
             metric=_DEFAULT_METRIC if metric is None else metric,
             on_duplicates=_DEFAULT_ON_DUPLICATES if on_duplicates is None else on_duplicates,
+            near_duplicate_tol=_DEFAULT_NEAR_DUPLICATE_TOL if near_duplicate_tol is None else near_duplicate_tol,
             min_points=min_points,
             method=method,
             k_name=k_name,
         )
-    _check_agrees(source, metric, on_duplicates)
+    _check_agrees(source, metric=metric, on_duplicates=on_duplicates, near_duplicate_tol=near_duplicate_tol)
     user_k = _user_k(k_name, k)
-    # the same two checks, in the same order, as the search makes on X
-    n_input = source.n_points + source.n_duplicates
-    for n in (n_input, source.n_points):
-        _check_size(n, n_input, min_points=min_points, method=method, k_name=user_k, k=k)
+    # the same checks, in the same order, as the search makes on X: all rows, after the
+    # exact duplicates, after the near-duplicates
+    n_exact, n_near = source.n_duplicates, source.n_near_duplicates
+    for n, exact, near in (
+        (source.n_points + n_exact + n_near, 0, 0),
+        (source.n_points + n_near, n_exact, 0),
+        (source.n_points, n_exact, n_near),
+    ):
+        _check_size(n, n_duplicates=exact, n_near_duplicates=near, min_points=min_points, method=method,
+                    k_name=user_k, k=k)
     need = k(source.n_points) if callable(k) else k
     if source.k < need:
         label = setting or (f"{user_k}={k}" if user_k else None)
@@ -164,29 +228,29 @@ def for_estimator(
         )
     # fresh C-ordered copies: the estimators then see exactly what a search with this k
     # returns (same array types for the Numba kernels, writable result arrays)
-    return Neighborhoods(
+    return dataclasses.replace(
+        source,
         distances=source.distances[:, :need].copy(),
         indices=source.indices[:, :need].copy(),
-        points=source.points,
         point_index=source.point_index.copy(),
         k=need,
-        n_points=source.n_points,
-        n_duplicates=source.n_duplicates,
-        metric=source.metric,
-        on_duplicates=source.on_duplicates,
     )
 
 
-def _check_agrees(nb: Neighborhoods, metric: str | None, on_duplicates: str | None) -> None:
+def _check_agrees(nb: Neighborhoods, **given) -> None:
     """An option given together with Neighborhoods must be the one they were computed with:
     the estimator cannot re-search, and silently using other settings would mislead."""
-    given = {
-        "metric": None if metric is None else check_metric(metric),
-        "on_duplicates": None if on_duplicates is None else check_on_duplicates(on_duplicates),
+    checks = {
+        "metric": check_metric,
+        "on_duplicates": check_on_duplicates,
+        "near_duplicate_tol": check_near_duplicate_tol,
     }
     for name, value in given.items():
+        if value is None:
+            continue
+        value = checks[name](value)
         built = getattr(nb, name)
-        if value is not None and value != built:
+        if value != built:
             raise ValueError(
                 f"{name}={value!r} disagrees with the Neighborhoods passed, which were computed "
                 f"with {name}={built!r}. Leave {name} out (the Neighborhoods' setting is used), "
@@ -194,14 +258,19 @@ def _check_agrees(nb: Neighborhoods, metric: str | None, on_duplicates: str | No
             )
 
 
-def _refuse_if_asked(policy: str, repeats: np.ndarray, index: np.ndarray | None = None) -> None:
+def _refuse_if_asked(policy: str, repeats: np.ndarray, index: np.ndarray, near_duplicate_tol: float | None) -> None:
+    """Raise if the policy is "raise", naming the rows of the caller's X (``index`` maps
+    the current points to them); ``near_duplicate_tol`` is given for near-duplicates."""
     if policy != "raise":
         return
-    mask = repeats
-    if index is not None:  # report rows of the caller's X
-        mask = np.zeros(int(index.max()) + 1, dtype=bool)
-        mask[index[repeats]] = True
+    mask = np.zeros(int(index.max()) + 1, dtype=bool)
+    mask[index[repeats]] = True
+    if near_duplicate_tol is None:
+        why, keep = "their zero distances make neighbour ratios infinite", ""
+    else:
+        why = "their tiny distances make neighbour ratios huge"
+        keep = ", or near_duplicate_tol=0 to treat them as distinct points"
     raise ValueError(
-        f"X contains {dup.describe(mask)}; their zero distances make neighbour ratios "
-        "infinite. Remove them, or pass on_duplicates='drop' to keep one copy of each."
+        f"X contains {dup.describe(mask, near_duplicate_tol=near_duplicate_tol)}; {why}. Remove them, "
+        f"or pass on_duplicates='drop' to keep one copy of each{keep}."
     )

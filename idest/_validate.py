@@ -17,19 +17,28 @@ from .results import Neighborhoods
 METRICS = ("euclidean", "cosine")
 DUPLICATE_POLICIES = ("drop", "raise")
 
-# Beyond this magnitude squared distances and variances overflow float64.
+# The accepted range of the largest |value| of X (or X all zeros). Every estimate is the
+# same for X and c X anywhere in it (``tests/test_hostile_idest.py``). Above the top, sums
+# of squares (variances, PCA's spectrum) overflow float64. Below the bottom, the smallest
+# eigenvalue PCA keeps, about (eps max|x|)^2 (see pca._input_rounding_variance), would not be
+# a normal float64: (2.2e-16 * 1e-138)^2 is float64's smallest normal number, 2.2e-308.
+MIN_ABS_VALUE = 1e-130
 MAX_ABS_VALUE = 1e150
 _INT_EXACT = 2**53
 
 
 class CleanPoints:
-    """A validated (N, D) float32/float64 C-contiguous array plus facts found while checking."""
+    """A validated (N, D) float32/float64 C-contiguous array plus facts found while checking:
+    ``max_abs`` (its largest |value|) and ``eps``, the machine epsilon of the dtype X came in
+    (float16 data widened to float32 keep float16's; integers count as float64), which sets
+    the near-duplicate tolerance."""
 
-    __slots__ = ("X", "max_abs")
+    __slots__ = ("X", "max_abs", "eps")
 
-    def __init__(self, X: np.ndarray, max_abs: float):
+    def __init__(self, X: np.ndarray, max_abs: float, eps: float):
         self.X = X
         self.max_abs = max_abs
+        self.eps = eps
 
 
 def as_points(X, *, name: str = "X") -> CleanPoints:
@@ -90,6 +99,7 @@ def as_points(X, *, name: str = "X") -> CleanPoints:
     if n == 0 or d == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape}); it needs points and features.")
 
+    eps = float(np.finfo(arr.dtype).eps) if arr.dtype in (np.float16, np.float32) else float(np.finfo(np.float64).eps)
     if kind in "iu":
         if arr.size and max(abs(int(arr.max())), abs(int(arr.min()))) > _INT_EXACT:
             raise ValueError(
@@ -109,18 +119,34 @@ def as_points(X, *, name: str = "X") -> CleanPoints:
             f"{name} contains {bad} NaN or infinite value(s) (first at row {row}, column {col}). "
             f"Drop or impute those rows first, e.g. {name}[np.isfinite({name}).all(axis=1)]."
         )
-    if max_abs > MAX_ABS_VALUE:
-        raise ValueError(
-            f"{name} has values up to {max_abs:.3g}; squared distances would overflow float64. "
-            "Rescale it (intrinsic-dimension estimates do not depend on the scale)."
+    if max_abs > MAX_ABS_VALUE or 0.0 < max_abs < MIN_ABS_VALUE:
+        why = (
+            "beyond, squared distances would overflow float64"
+            if max_abs > MAX_ABS_VALUE
+            else "below, PCA's variances would fall out of float64's normal range"
         )
-    return CleanPoints(arr, float(max_abs))
+        raise ValueError(
+            f"{name} has values up to {max_abs:.3g}; idest accepts data whose largest |value| lies in "
+            f"[{MIN_ABS_VALUE:g}, {MAX_ABS_VALUE:g}]: {why}. Rescale it, e.g. {name} / np.abs({name}).max() "
+            "(intrinsic-dimension estimates do not depend on the scale)."
+        )
+    return CleanPoints(arr, float(max_abs), eps)
 
 
 def abs_max(X: np.ndarray) -> float:
     """max |x| of finite, already validated data (0 if empty), from its max and min: no
     (N, D) temporary of |X|, which for the pooled clouds costs more than the search's setup."""
     return max(float(X.max()), -float(X.min())) if X.size else 0.0
+
+
+def check_near_duplicate_tol(value) -> float:
+    """A finite number >= 0 (in units of the input dtype's machine epsilon; 0: off)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"near_duplicate_tol must be a number (in units of eps); got {value!r}.")
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"near_duplicate_tol must be finite and >= 0 (0 turns the detection off); got {value}.")
+    return value
 
 
 def check_int(name: str, value, *, minimum: int) -> int:

@@ -121,6 +121,7 @@ def gride(
     *,
     metric: str | None = None,
     on_duplicates: str | None = None,
+    near_duplicate_tol: float | None = None,
 ) -> GrideResult:
     """GRIDE intrinsic dimension of X (N, D) at neighbour orders n1 = 1, 2, 4, ... (n2 = 2 n1).
 
@@ -131,8 +132,9 @@ def gride(
 
     X may be ``idest.neighborhoods(X, k)`` instead of the array (same result) if k reaches
     the largest order, the largest power of two <= min(range_max, N - 1). ``metric``
-    ("euclidean" by default, or "cosine") and ``on_duplicates`` ("drop" by default, or
-    "raise") are as for ``idest.twonn``; with Neighborhoods, theirs.
+    ("euclidean" by default, or "cosine"), ``on_duplicates`` ("drop" by default, or
+    "raise") and ``near_duplicate_tol`` (64 by default) are as for ``idest.twonn``; with
+    Neighborhoods, theirs.
     """
     range_max = check_int("range_max", range_max, minimum=2)
     nb_ = for_estimator(
@@ -140,6 +142,7 @@ def gride(
         _largest_order(range_max),
         metric=metric,
         on_duplicates=on_duplicates,
+        near_duplicate_tol=near_duplicate_tol,
         min_points=3,
         method="GRIDE",
         setting=f"range_max={range_max}",
@@ -163,5 +166,6 @@ def gride(
         range_max=range_max,
         n_points=dist.shape[0],
         n_duplicates=nb_.n_duplicates,
+        n_near_duplicates=nb_.n_near_duplicates,
         metric=nb_.metric,
     )

@@ -76,6 +76,7 @@ def mle(
     unbiased: bool = False,
     metric: str | None = None,
     on_duplicates: str | None = None,
+    near_duplicate_tol: float | None = None,
 ) -> MLEResult:
     """Levina-Bickel MLE of the intrinsic dimension of X (N, D).
 
@@ -90,6 +91,9 @@ def mle(
         ``idest.neighbors``). With Neighborhoods: theirs (give it only to check it).
     on_duplicates : "drop" (default) or "raise"; with duplicates kept skdim returns 0.
         With Neighborhoods: theirs.
+    near_duplicate_tol : near-duplicates, points within this many machine epsilons (of X's
+        dtype) of an earlier point relative to their norms, are handled as duplicates
+        (default 64; 0 turns it off; see ``idest.neighborhoods``). With Neighborhoods: theirs.
 
     Needs k2 + 1 distinct points. ``error`` is the standard error across points (delta
     method, points treated as independent). Local values are +inf where all k neighbours
@@ -100,7 +104,8 @@ def mle(
         raise ValueError(f"unbiased=True uses k - 2 in the numerator, so it needs k >= 3; got k={k1}.")
     comb = check_choice("comb", comb, COMBINATIONS)
     nb_ = for_estimator(
-        X, k2, metric=metric, on_duplicates=on_duplicates, min_points=k2 + 1, method="MLE"
+        X, k2, metric=metric, on_duplicates=on_duplicates, near_duplicate_tol=near_duplicate_tol,
+        min_points=k2 + 1, method="MLE",
     )
     with np.errstate(divide="ignore"):
         per_k = _local_estimates(nb_.distances, k1, k2, bool(unbiased))
@@ -119,6 +124,7 @@ def mle(
         unbiased=bool(unbiased),
         n_points=n,
         n_duplicates=nb_.n_duplicates,
+        n_near_duplicates=nb_.n_near_duplicates,
         metric=nb_.metric,
         point_index=nb_.point_index,
     )

@@ -108,6 +108,15 @@ def _prepare(points: CleanPoints, metric: str) -> _Geometry:
     return _Geometry(X=X, s=s, xf32=xf32, half_lb=_half_lower_bound_norms(xf32), unit=unit, metric=metric)
 
 
+def _stored_sq_norms(geo: _Geometry) -> np.ndarray:
+    """Squared norms of the rows as the engine stores them, s_i x_i (uncentred; the units of
+    the internal squared distances): Euclidean rows are scaled so that every |coordinate|
+    is below 1, cosine rows are unit vectors."""
+    if geo.metric == "cosine":
+        return np.ones(geo.X.shape[0])
+    return ak.scaled_row_norms(geo.X, float(geo.s[0])) ** 2
+
+
 def _half_lower_bound_norms(xf32: np.ndarray) -> np.ndarray:
     """float32 (1 - c) |x~_j|^2 / 2, with c bounding, relative to |x~_i|^2 + |x~_j|^2:
     the rounding of the data to float32 (4u), the worst-case float32 dot product of length

@@ -49,7 +49,8 @@ def spectrum(X, *, solver: str = "auto") -> np.ndarray:
     """
     solver = check_choice("solver", solver, SOLVERS)
     points = as_points(X)
-    return _spectrum(points.X, points.max_abs, solver)[0]
+    scaled, scale, _ = _scaled_spectrum(points.X, points.max_abs, solver)
+    return _in_data_units(scaled, scale)
 
 
 def _chosen_solver(solver: str, n: int, d: int) -> str:
@@ -60,8 +61,16 @@ def _chosen_solver(solver: str, n: int, d: int) -> str:
     return solver
 
 
-def _spectrum(X: np.ndarray, max_abs: float, solver: str) -> tuple[np.ndarray, str]:
-    """Eigenvalues (descending, cleaned as in ``_clean``) and the solver actually used."""
+def _in_data_units(scaled: np.ndarray, scale: float) -> np.ndarray:
+    """The spectrum of X from that of scale * X (scale is a power of two: exact)."""
+    return scaled / (scale * scale)
+
+
+def _scaled_spectrum(X: np.ndarray, max_abs: float, solver: str) -> tuple[np.ndarray, float, str]:
+    """Eigenvalues of scale * X (descending, cleaned as in ``_clean``), the power of two
+    ``scale`` that puts max|scale * X| in [0.5, 1), and the solver actually used. Whatever
+    is scale-invariant (ratios, counts, the participation ratio) is computed from these
+    eigenvalues, whose squares neither overflow nor underflow for any accepted X."""
     n, d = X.shape
     if n < 2:
         raise ValueError(f"PCA needs at least 2 points; X has {n}.")
@@ -79,12 +88,11 @@ def _spectrum(X: np.ndarray, max_abs: float, solver: str) -> tuple[np.ndarray, s
         singular = np.linalg.svd(_scaled(X, scale) - _column_mean(X, scale), compute_uv=False)
         # singular values below max(N, D) eps * largest are numerically zero
         ev = _clean(singular[::-1] ** 2 / (n - 1), (max(n, d) * eps) ** 2, noise)
-    ev = ev / (scale * scale)
     if ev[0] == 0.0:
         raise ValueError(
             "X has zero variance (all points are identical): PCA has no direction to count."
         )
-    return ev, solver
+    return ev, scale, solver
 
 
 def _chunk_rows(d: int) -> int:
@@ -209,15 +217,15 @@ def pca(X, variance: float | Sequence[float] = 0.9, *, solver: str = "auto") -> 
     levels = _check_levels(variance)
     solver = check_choice("solver", solver, SOLVERS)
     points = as_points(X)
-    ev, used = _spectrum(points.X, points.max_abs, solver)
-    dims = n_components_for_variance(ev, levels)
+    scaled, scale, used = _scaled_spectrum(points.X, points.max_abs, solver)
+    dims = n_components_for_variance(scaled, levels)
     return PCAResult(
         dimension=int(dims[0]),
         dimensions=dims,
         variance_levels=tuple(float(v) for v in levels),
-        spectrum=ev,
-        explained_variance_ratio=ev / ev.sum(),
-        participation_ratio=float(ev.sum() ** 2 / np.sum(ev * ev)),
+        spectrum=_in_data_units(scaled, scale),
+        explained_variance_ratio=scaled / scaled.sum(),
+        participation_ratio=float(scaled.sum() ** 2 / np.sum(scaled * scaled)),
         n_points=points.X.shape[0],
         n_features=points.X.shape[1],
         solver=used,
@@ -225,15 +233,19 @@ def pca(X, variance: float | Sequence[float] = 0.9, *, solver: str = "auto") -> 
 
 
 def _local_spectra(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Spectrum of each point's neighbourhood points[indices[i]] (k points), in batches."""
+    """Spectrum of each point's neighbourhood points[indices[i]] (k points), in batches, in
+    the units of scale * points, with the power of two scale of ``_scaled_spectrum`` (the
+    rules read only ratios; their squares stay in range whatever the data's scale)."""
     n, k = indices.shape
     d = points.shape[1]
-    noise = _input_rounding_variance(k, d, abs_max(points))
+    scale = power_of_two_scale(abs_max(points))
+    noise = _input_rounding_variance(k, d, scale * abs_max(points))
     m = min(k, d)
     out = np.empty((n, m))
     batch = max(1, _CHUNK_BYTES // (8 * k * d))
     for a in range(0, n, batch):
         hood = points[indices[a : a + batch]].astype(np.float64)  # (b, k, D)
+        hood *= scale
         hood -= hood.mean(axis=1, keepdims=True)
         if k <= d:
             gram = hood @ hood.transpose(0, 2, 1)
@@ -252,6 +264,7 @@ def local_pca(
     comb: str = "mean",
     metric: str | None = None,
     on_duplicates: str | None = None,
+    near_duplicate_tol: float | None = None,
     **rule_params,
 ) -> LocalPCAResult:
     """PCA rule on each point's k nearest neighbours (skdim ``lPCA(ver=rule).fit_pw(X,
@@ -263,12 +276,16 @@ def local_pca(
         (skdim's alphaFO, alphaFan, betaFan, PFan, alphaRatio) as keyword arguments.
     Needs k >= 2 and k + 1 distinct points. X may be ``idest.neighborhoods(X, k')`` with
     k' >= k instead of the array (same result); ``metric`` ("euclidean" by default, or
-    "cosine") and ``on_duplicates`` ("drop" by default, or "raise") are then theirs.
+    "cosine"), ``on_duplicates`` ("drop" by default, or "raise") and ``near_duplicate_tol``
+    (64 by default; as for ``idest.twonn``) are then theirs.
     """
     check_rule(rule)
     comb = check_choice("comb", comb, ("mean", "median"))
     k = check_int("k", k, minimum=2)
-    nb_ = for_estimator(X, k, metric=metric, on_duplicates=on_duplicates, min_points=k + 1, method="local PCA")
+    nb_ = for_estimator(
+        X, k, metric=metric, on_duplicates=on_duplicates, near_duplicate_tol=near_duplicate_tol,
+        min_points=k + 1, method="local PCA",
+    )
     spectra = _local_spectra(nb_.points, nb_.indices)
     if np.any(spectra[:, 0] == 0.0):
         raise ValueError("A neighbourhood has zero variance; local PCA is undefined there.")
@@ -284,6 +301,7 @@ def local_pca(
         comb=comb,
         n_points=local.size,
         n_duplicates=nb_.n_duplicates,
+        n_near_duplicates=nb_.n_near_duplicates,
         metric=nb_.metric,
         point_index=nb_.point_index,
     )

@@ -28,6 +28,8 @@ class Neighborhoods:
     points : (n_points, D) the distinct points, float32 or float64 as validated; a read-only
         view of X when nothing was dropped or converted (do not modify X while using this).
     point_index : (n_points,) the row of X each distinct point came from (the first copy).
+    n_duplicates, n_near_duplicates : rows of X dropped as exact repeats and as
+        near-duplicates of earlier rows (n_points + both = len(X)); see ``idest.neighborhoods``.
     k : neighbours per point held, min(the k asked for, n_points - 1): a cloud of any size
         gives an object, and an estimator asked for more than the cloud has reports too few
         points in the same words as when it is given X.
@@ -41,9 +43,11 @@ class Neighborhoods:
     point_index: np.ndarray = _array()
     k: int
     n_points: int  # distinct points
-    n_duplicates: int  # rows of X dropped as repeats of earlier rows
+    n_duplicates: int  # rows of X dropped as exact repeats of earlier rows
+    n_near_duplicates: int  # rows of X dropped as near-duplicates of earlier rows
     metric: str
     on_duplicates: str  # the duplicate policy the search used ("drop" or "raise")
+    near_duplicate_tol: float  # the near-duplicate tolerance the search used (in eps)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +69,8 @@ class TwoNNResult:
     discard_fraction: float
     n_fit: int  # ratios entering the fit (the smallest int(n_points * (1 - discard_fraction)))
     n_points: int  # distinct points used
-    n_duplicates: int  # rows of X dropped as repeats of earlier rows
+    n_duplicates: int  # rows of X dropped as exact repeats of earlier rows
+    n_near_duplicates: int  # rows of X dropped as near-duplicates of earlier rows
     metric: str
     scale: float  # mean distance to the first two neighbours (DADApy's 'rs')
     mu: np.ndarray = _array()
@@ -93,6 +98,7 @@ class TwoNNScalingResult:
     seed: int
     n_points: int
     n_duplicates: int
+    n_near_duplicates: int
     metric: str
 
 
@@ -117,6 +123,7 @@ class MLEResult:
     unbiased: bool
     n_points: int
     n_duplicates: int
+    n_near_duplicates: int
     metric: str
     point_index: np.ndarray = _array()
 
@@ -172,6 +179,7 @@ class LocalPCAResult:
     comb: str
     n_points: int
     n_duplicates: int
+    n_near_duplicates: int
     metric: str
     point_index: np.ndarray = _array()
 
@@ -195,4 +203,5 @@ class GrideResult:
     range_max: int
     n_points: int
     n_duplicates: int
+    n_near_duplicates: int
     metric: str

@@ -70,6 +70,7 @@ def twonn(
     *,
     method: str = "linear",
     on_duplicates: str | None = None,
+    near_duplicate_tol: float | None = None,
 ) -> TwoNNResult:
     """TwoNN intrinsic dimension of the point cloud X (N, D).
 
@@ -83,13 +84,17 @@ def twonn(
     method : "linear" (default; DADApy/skdim) or "mle".
     on_duplicates : "drop" (default: keep one copy of each repeated point, count the rest in
         ``n_duplicates``) or "raise". With Neighborhoods: theirs.
+    near_duplicate_tol : near-duplicates, points within this many machine epsilons (of X's
+        dtype) of an earlier point relative to their norms, are handled as duplicates
+        (default 64; 0 turns it off; see ``idest.neighborhoods``). With Neighborhoods: theirs.
 
     Needs N >= 4 distinct points with the default fraction (3 ratios must be fitted).
     """
     discard_fraction, method = _check_options(discard_fraction, method)
     min_points = max(3, int(np.ceil(3 / max(1e-12, 1 - discard_fraction))))
     nb = for_estimator(
-        X, 2, metric=metric, on_duplicates=on_duplicates, min_points=min_points, method="TwoNN", k_name=None
+        X, 2, metric=metric, on_duplicates=on_duplicates, near_duplicate_tol=near_duplicate_tol,
+        min_points=min_points, method="TwoNN", k_name=None,
     )
     mu = nb.distances[:, 1] / nb.distances[:, 0]
     dimension, error, n_fit = _fit(mu, discard_fraction, method)
@@ -101,6 +106,7 @@ def twonn(
         n_fit=n_fit,
         n_points=mu.size,
         n_duplicates=nb.n_duplicates,
+        n_near_duplicates=nb.n_near_duplicates,
         metric=nb.metric,
         scale=float(np.mean(nb.distances)),
         mu=mu,
@@ -117,10 +123,11 @@ def twonn_scaling(
     n_min: int = 10,
     seed: int = 42,
     on_duplicates: str | None = None,
+    near_duplicate_tol: float | None = None,
 ) -> TwoNNScalingResult:
     """TwoNN at growing length scales by decimation (DADApy ``return_id_scaling_2NN``).
 
-    X, metric, discard_fraction, method, on_duplicates: as ``idest.twonn`` (X may be
+    X, metric, discard_fraction, method, on_duplicates, near_duplicate_tol: as ``idest.twonn`` (X may be
     ``idest.neighborhoods(X, k)`` with k >= 2: the full level reads its neighbours, the
     subsets are searched from its distinct points).
 
@@ -133,8 +140,8 @@ def twonn_scaling(
     n_min = check_int("n_min", n_min, minimum=3)
     seed = check_int("seed", seed, minimum=0)
     full = for_estimator(
-        X, 2, metric=metric, on_duplicates=on_duplicates, min_points=max(4, n_min + 1), method="TwoNN scaling",
-        k_name=None,
+        X, 2, metric=metric, on_duplicates=on_duplicates, near_duplicate_tol=near_duplicate_tol,
+        min_points=max(4, n_min + 1), method="TwoNN scaling", k_name=None,
     )
     n = full.n_points
     levels = max(0, n.bit_length() - 2)  # DADApy: int(log2(N)) - 1
@@ -175,13 +182,15 @@ def twonn_scaling(
         seed=seed,
         n_points=n,
         n_duplicates=full.n_duplicates,
+        n_near_duplicates=full.n_near_duplicates,
         metric=full.metric,
     )
 
 
 def _subset_distances(points: np.ndarray, metric: str) -> np.ndarray:
-    """First two neighbour distances within a subset of already-validated distinct points."""
-    clean = CleanPoints(np.ascontiguousarray(points), abs_max(points))
+    """First two neighbour distances within a subset of already-validated distinct points
+    (no near-duplicates either: no pair of them was within the tolerance)."""
+    clean = CleanPoints(np.ascontiguousarray(points), abs_max(points), eps=0.0)  # eps: not used
     geo = _prepare(clean, metric)
     d2, _ = _knn_internal(geo, 2)
     return _to_user_distances(d2, geo)

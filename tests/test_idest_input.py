@@ -29,7 +29,8 @@ ALL = {
         (GOOD.reshape(3, 20, 5), ValueError, r"got a 3-D array .*reshape\(-1, 5\)"),
         (np.float64(3.0), ValueError, "A scalar is not a point cloud"),
         (np.zeros((0, 5)), ValueError, "X is empty"),
-        (np.where(np.arange(300).reshape(60, 5) == 17, np.nan, GOOD), ValueError, r"1 NaN or infinite value\(s\) \(first at row 3, column 2\)"),
+        (np.where(np.arange(300).reshape(60, 5) == 17, np.nan, GOOD), ValueError,
+         r"1 NaN or infinite value\(s\) \(first at row 3, column 2\)"),
         (np.where(np.arange(300).reshape(60, 5) == 4, np.inf, GOOD), ValueError, r"first at row 0, column 4"),
         (GOOD > 0, TypeError, "boolean"),
         (GOOD + 1j, TypeError, "complex"),
@@ -125,6 +126,45 @@ def test_duplicates_dropped_or_refused():
     Y = np.vstack([GOOD, GOOD[:1]])
     Y[0, 0], Y[-1, 0] = 0.0, -0.0
     assert idest.mle(Y, k=5).n_duplicates == 1
+
+
+def test_tiny_but_real_clusters_are_not_near_duplicates():
+    # near-duplicates are judged against the rounding of the points' own coordinates, not
+    # against the typical neighbour distance: clusters far tighter than the rest are kept
+    # while their spacing is well above that rounding
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 8)) + 3.0
+    tight = X[0] + 1e-9 * rng.standard_normal((40, 8))  # spacing ~1e-9 |x|: 1e6 float64 eps
+    at_origin = 1e-12 * rng.standard_normal((40, 8))  # ~1e-12 next to points of norm ~9
+    for cloud in (np.vstack([X, tight]), np.vstack([X, at_origin]), np.vstack([X, at_origin]).astype(np.float32)):
+        nb = idest.neighborhoods(cloud, k=5)
+        assert nb.n_near_duplicates == 0 and nb.n_points == len(cloud)
+    float32_tight = (X[0] + 1e-4 * rng.standard_normal((40, 8))).astype(np.float32)  # ~500 float32 eps
+    assert idest.twonn(np.vstack([X.astype(np.float32), float32_tight])).n_near_duplicates == 0
+
+
+def test_near_duplicates_follow_the_input_dtype():
+    # float16 data widened to float32 keep float16's precision: a row one float16 step
+    # away from another is a near-duplicate; the same values given as float32 data would
+    # be 8,192 float32 eps apart, real points
+    X = RNG.standard_normal((60, 5)).astype(np.float16)
+    step = np.nextafter(X[:3], np.float16(np.inf))
+    half = np.vstack([X, step])
+    assert idest.mle(half, k=5).n_near_duplicates == 3
+    assert idest.mle(half.astype(np.float32), k=5).n_near_duplicates == 0
+    with pytest.raises(ValueError, match=r"X has 20 after dropping 40 near-duplicated point\(s\)"):
+        idest.mle(np.vstack([GOOD[:20], GOOD[:20] * (1 + 1e-15), GOOD[:20] * (1 - 1e-15)]), k=20)
+
+
+@pytest.mark.parametrize(
+    "tol,error,message",
+    [(-1, ValueError, "near_duplicate_tol must be finite and >= 0"), (np.nan, ValueError, "finite and >= 0"),
+     ("64", TypeError, "near_duplicate_tol must be a number"), (True, TypeError, "must be a number")],
+)
+def test_bad_near_duplicate_tol(tol, error, message):
+    for call in (idest.twonn, lambda X, **kw: idest.neighborhoods(X, 5, **kw)):
+        with pytest.raises(error, match=message):
+            call(GOOD, near_duplicate_tol=tol)
 
 
 def test_cosine_duplicates_are_directions():

@@ -35,6 +35,22 @@ def with_parallel_rows():
     return np.vstack([X, 2.5 * X[:5], 0.25 * X[[40]]])
 
 
+NEAR_COPY_AT = [10, 10, 100, 130, 290, 290, 290, 290, 290, 299, 299]
+NEAR_COPY = np.insert(np.zeros(300, dtype=bool), NEAR_COPY_AT, True)  # rows that are near-copies
+
+
+def with_near_duplicates(dtype):
+    """Rows equal to earlier rows up to their last bits (a few of dtype's epsilon): pairs, a
+    group of six (more than TwoNN's two neighbours see at once) and a chain whose ends are
+    farther apart than the tolerance (64 eps)."""
+    X = curved(300, seed=3, dtype=dtype)
+    eps = np.finfo(dtype).eps
+    near = [X[[3, 7, 50]] * dtype(1 + 2 * eps), X[[120]] * dtype(1 - 3 * eps)]
+    near += [X[[200]] * dtype(1 + q * 4 * eps) for q in range(1, 6)]
+    near += [X[[250]] * dtype(1 + 40 * eps), X[[250]] * dtype(1 + 80 * eps)]
+    return np.insert(X, NEAR_COPY_AT, np.vstack(near), axis=0)
+
+
 def lattice():
     """A 5 x 5 x 5 integer grid far from the origin: ties at every distance."""
     g = np.arange(5.0)
@@ -47,6 +63,8 @@ CLOUDS = {
     "duplicates_float32": lambda: with_duplicates().astype(np.float32),
     "duplicates_float64": with_duplicates,
     "parallel_rows": with_parallel_rows,
+    "near_duplicates_float32": lambda: with_near_duplicates(np.float32),
+    "near_duplicates_float64": lambda: with_near_duplicates(np.float64),
     "lattice": lattice,
 }
 
@@ -112,8 +130,9 @@ def test_the_object_holds_the_engines_neighbours_of_the_distinct_points(shared):
     np.testing.assert_array_equal(nb.distances, distances)
     np.testing.assert_array_equal(nb.indices, indices)
     np.testing.assert_array_equal(nb.points, distinct)
-    assert nb.k == 64 and nb.n_points == len(distinct) and nb.n_points + nb.n_duplicates == len(X)
-    assert nb.metric == metric and nb.on_duplicates == "drop"
+    assert nb.k == 64 and nb.n_points == len(distinct)
+    assert nb.n_points + nb.n_duplicates + nb.n_near_duplicates == len(X)
+    assert nb.metric == metric and nb.on_duplicates == "drop" and nb.near_duplicate_tol == 64
     # the property the sharing rests on: a k search is the first k columns of a larger one
     d8, i8 = idest.knn(distinct, 8, metric=metric)
     np.testing.assert_array_equal(nb.distances[:, :8], d8)
@@ -134,6 +153,22 @@ def test_duplicates_dropped_keep_the_first_copy():
     cos = idest.neighborhoods(Y, k=10, metric="cosine")
     assert cos.n_duplicates == 6
     np.testing.assert_array_equal(cos.point_index, np.arange(300))
+
+
+def test_near_duplicates_are_dropped_as_the_estimators_drop_them():
+    for dtype in (np.float32, np.float64):
+        X = with_near_duplicates(dtype)
+        nb = idest.neighborhoods(X, k=64)
+        # every near-copy comes after its original, so the originals are the rows kept
+        np.testing.assert_array_equal(nb.point_index, np.flatnonzero(~NEAR_COPY))
+        assert (nb.n_points, nb.n_duplicates, nb.n_near_duplicates) == (300, 0, 11)
+    # off, and so loose that real neighbours merge (the closest lie at 4e3 eps |x| here)
+    X = with_near_duplicates(np.float32)
+    for tol in (0, 2e4):
+        nb = idest.neighborhoods(X, k=8, near_duplicate_tol=tol)
+        assert nb.near_duplicate_tol == float(tol)
+        assert (nb.n_near_duplicates == 0) if tol == 0 else (nb.n_near_duplicates > 11)
+        assert_identical(idest.twonn(nb), idest.twonn(X, near_duplicate_tol=tol))
 
 
 def test_refusing_duplicates_reads_as_the_estimators_do():
@@ -229,6 +264,9 @@ def test_options_must_agree_with_the_search():
         idest.twonn(nb, metric="cosine")
     with pytest.raises(ValueError, match=r"on_duplicates='raise' disagrees .* on_duplicates='drop'"):
         idest.mle(nb, k=10, on_duplicates="raise")
+    with pytest.raises(ValueError, match=r"near_duplicate_tol=0.0 disagrees .* near_duplicate_tol=64.0"):
+        idest.gride(nb, range_max=16, near_duplicate_tol=0)
+    assert_identical(idest.twonn(nb, near_duplicate_tol=64), idest.twonn(X))
     with pytest.raises(ValueError, match="metric must be one of"):
         idest.gride(nb, metric="manhattan")
     cos = idest.neighborhoods(X, k=20, metric="cosine")
