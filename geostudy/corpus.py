@@ -34,8 +34,6 @@ from .errors import StudyError
 SHIPPED_CORPUS = Path(__file__).resolve().parent / "data" / "corpus.json"
 POOLED_ID = "pooled"
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # matched against the whole id (fullmatch)
-_UNSAFE_NAME_RUN = re.compile(r"[^A-Za-z0-9._-]+")
-_NAME_LIMIT = 60
 # Names Windows gives to devices, whatever the extension: "nul.json" is not a file there.
 _WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 # Characters a label (genre, topic) may not hold: control characters (line breaks, tabs, NUL) and
@@ -55,8 +53,8 @@ class Prompt:
 class Corpus:
     prompts: tuple[Prompt, ...]
     source: str
-    name: str = ""  # file-name safe (it names the default run folder): see _safe_name
-    metadata: dict = field(default_factory=dict)  # the JSON's other top-level keys, "name" as written
+    name: str = ""
+    metadata: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -192,6 +190,7 @@ def _load_json(path: Path) -> tuple[list[Prompt], str, dict]:
         raise StudyError(f"{path}: 'prompts' must be a list, got {type(data).__name__}")
     prompts = [_prompt_from_obj(obj, f"{path}, prompt #{i + 1}") for i, obj in enumerate(data)]
     name = meta.get("name", "") if isinstance(meta.get("name", ""), str) else ""
+    _check_field("name", name, f"{path}, the corpus")  # it is written to the manifest and the report
     return prompts, name, meta
 
 
@@ -264,15 +263,7 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     else:
         raise StudyError(f"{path}: unknown corpus format {path.suffix!r}; use .json, .jsonl or a folder of .txt files")
     _validate(prompts, source)
-    return Corpus(prompts=tuple(prompts), source=source, name=_safe_name(name or path.stem), metadata=meta)
-
-
-def _safe_name(raw: str) -> str:
-    """The corpus name as a file-name component (it names the default run folder): runs of any
-    character but letters, digits, '.', '_' and '-' become '_', leading dots and separators go
-    (no '..', no hidden folder), at most 60 characters; "corpus" when nothing is left."""
-    name = _UNSAFE_NAME_RUN.sub("_", raw).lstrip("._-")[:_NAME_LIMIT]
-    return name or "corpus"
+    return Corpus(prompts=tuple(prompts), source=source, name=name or path.stem, metadata=meta)
 
 
 def tokenize_corpus(corpus: Corpus, tokenizer, n_ctx: int) -> list:

@@ -211,6 +211,13 @@ def test_a_lone_surrogate_escape_is_refused_naming_the_prompt(tmp_path, suffix):
         load_corpus(path)
 
 
+def test_a_lone_surrogate_in_the_corpus_name_is_refused(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"name": "half \\udc80", "prompts": [{"id": "a", "text": "Some words."}]}', encoding="utf-8")
+    with pytest.raises(StudyError, match=r"c\.json, the corpus: field 'name' holds a lone surrogate U\+DC80"):
+        load_corpus(path)
+
+
 def test_a_lone_surrogate_exits_2_with_one_line(tmp_path, tiny_model_dir, gpt2_vocab_dir):
     path = tmp_path / "c.json"
     path.write_text('[{"id": "a", "genre": "\\udfff", "text": "Some words here."}]', encoding="utf-8")
@@ -284,11 +291,10 @@ def test_a_genre_or_topic_with_a_control_character_is_refused(tmp_path, key, lab
 def test_a_corpus_name_cannot_move_the_run_folder_out_of_the_runs_folder(tmp_path, tiny_model_dir, gpt2_vocab_dir):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"name": "../../../escaped/x y", "prompts": [{"id": "a", "text": "Some words to read."}]}))
-    assert load_corpus(path).name == "escaped_x_y"
+    assert load_corpus(path).name == "../../../escaped/x y"  # shown as written (the report escapes it)
     runs = tmp_path / "deep" / "er" / "runs"
     plan = geostudy.prepare_study(tiny_model_dir, path, None, tokenizer=gpt2_vocab_dir, runs_dir=runs, progress=False)
     assert plan.out.resolve().parent == runs.resolve()
-    assert plan.corpus.metadata["name"] == "../../../escaped/x y"
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep" / "escaped").exists()
 
 
