@@ -19,9 +19,9 @@ import errno
 import json
 import mmap
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 TMP_MARK = ".tmp-"
 DISK_FULL_EXIT = 28  # a forked child's exit code when the disk is full (ENOSPC's number on Linux)
@@ -81,9 +81,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, obj, indent: int | None = None) -> None:
+def json_bytes(obj, indent: int | None = None) -> bytes:
     """JSON with NaN and infinities allowed (Python's json reads them back); keys in the order given."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=True))
+    return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=True).encode("utf-8")
+
+
+def atomic_write_json(path: Path, obj, indent: int | None = None) -> None:
+    atomic_write_bytes(path, json_bytes(obj, indent))
 
 
 def read_json(path: Path):

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsio import atomic_write_bytes, read_json
+from .fsio import atomic_write_bytes, json_bytes, read_json
 
 _CHUNK = 16 * 2**20  # read size for hashing: large enough that hashlib releases the GIL
 
@@ -55,8 +55,8 @@ def checksum_file(path: Path) -> Checksum:
 
 
 def write_json_checked(path: Path, obj) -> Checksum:
-    """Write JSON atomically (as fsio.atomic_write_json does) and return its checksum."""
-    data = json.dumps(obj, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    """Write JSON atomically (the bytes of fsio.atomic_write_json) and return its checksum."""
+    data = json_bytes(obj)
     atomic_write_bytes(path, data)
     return checksum_bytes(data)
 
