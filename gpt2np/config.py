@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -39,8 +40,11 @@ class GPT2Config:
                 f"d_model ({self.d_model}) is not divisible by n_head ({self.n_head}); "
                 "every head must get the same number of dimensions"
             )
-        if not self.layer_norm_eps > 0:
-            raise ConfigError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if not _is_positive_finite(self.layer_norm_eps):
+            raise ConfigError(f"config field layer_norm_eps must be a positive finite number, got {self.layer_norm_eps!r}")
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field {name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def d_head(self) -> int:
@@ -54,7 +58,7 @@ class GPT2Config:
         return scale
 
     @classmethod
-    def from_hf_dict(cls, hf: dict, source: str = "config") -> "GPT2Config":
+    def from_hf_dict(cls, hf: dict, source: str = "config") -> GPT2Config:
         """Translate a Hugging Face GPT-2 `config.json` dictionary."""
         model_type = hf.get("model_type", "gpt2")
         if model_type != "gpt2":
@@ -75,9 +79,9 @@ class GPT2Config:
                 d_mlp=n_inner if n_inner is not None else 4 * n_embd,
                 n_ctx=hf.get("n_positions", hf.get("n_ctx", 1024)),
                 d_vocab=hf.get("vocab_size", 50257),
-                layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
-                scale_attn_weights=bool(hf.get("scale_attn_weights", True)),
-                scale_attn_by_inverse_layer_idx=bool(hf.get("scale_attn_by_inverse_layer_idx", False)),
+                layer_norm_eps=float(_hf_field(hf, "layer_norm_epsilon", 1e-5, _is_positive_finite, "a positive finite number")),
+                scale_attn_weights=_hf_field(hf, "scale_attn_weights", True, _is_bool, "true or false"),
+                scale_attn_by_inverse_layer_idx=_hf_field(hf, "scale_attn_by_inverse_layer_idx", False, _is_bool, "true or false"),
             )
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
@@ -85,7 +89,7 @@ class GPT2Config:
             raise ConfigError(f"{source}: malformed GPT-2 config ({err})") from None
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "GPT2Config":
+    def from_json_file(cls, path: str | Path) -> GPT2Config:
         path = Path(path)
         try:
             hf = json.loads(path.read_text(encoding="utf-8"))
@@ -99,6 +103,28 @@ class GPT2Config:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _is_number(value) -> bool:
+    """A JSON number (bool is a subclass of int in Python, but true is not a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_positive_finite(value) -> bool:
+    return _is_number(value) and 0 < value <= sys.float_info.max  # NaN fails both comparisons
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _hf_field(hf: dict, key: str, default, valid, expected: str):
+    """hf[key] (or `default`), refused unless `valid`: a string "false" must not become True, nor
+    a string "1e-5" pass for a number. Named by its config.json key, which is what the user sees."""
+    value = hf.get(key, default)
+    if not valid(value):
+        raise ConfigError(f"config field {key} must be {expected}, got {value!r}")
+    return value
 
 
 # The released GPT-2 family (sizes from the checkpoints' config.json files).

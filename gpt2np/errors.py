@@ -14,7 +14,7 @@ class ModelNotFoundError(OSError):
 
 
 class InputError(ValueError):
-    """Token ids or an attention mask the model cannot run on."""
+    """Token ids, an attention mask or a hook's result the model cannot run on."""
 
 
 class UnknownNameError(KeyError):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import PRESETS, GPT2Config
 from .errors import ConfigError, ModelNotFoundError
-from .hub import hub_file, looks_like_path, repo_id
+from .hub import HubRepo, looks_like_path, repo_id
 from .model import GPT2
 from .weights import load_params
 
@@ -35,7 +35,9 @@ def resolve_model_files(source: str | Path, revision: str | None = None, cache_d
         if path.is_dir():
             weights = path / WEIGHTS_FILE
             if not weights.is_file():
-                raise ModelNotFoundError(f"{path} has no {WEIGHTS_FILE}; pass the folder that save_pretrained wrote, or the .safetensors file itself")
+                raise ModelNotFoundError(
+                    f"{path} has no {WEIGHTS_FILE}; pass the folder that save_pretrained wrote, or the .safetensors file itself"
+                )
             config = path / CONFIG_FILE
             return weights, config if config.is_file() else None
         if path.is_file():
@@ -44,8 +46,8 @@ def resolve_model_files(source: str | Path, revision: str | None = None, cache_d
             # model.safetensors is that file's own.
             return path, sibling if path.name == WEIGHTS_FILE and sibling.is_file() else None
         raise ModelNotFoundError(f"no such file or folder: {path}")
-    repo = repo_id(source_str)
-    return hub_file(repo, WEIGHTS_FILE, revision, cache_dir), hub_file(repo, CONFIG_FILE, revision, cache_dir)
+    hub = HubRepo(repo_id(source_str), revision, cache_dir)
+    return hub.file(WEIGHTS_FILE), hub.file(CONFIG_FILE)
 
 
 def load_model(

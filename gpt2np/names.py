@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Callable, Iterable, Union
+from collections.abc import Callable, Iterable
 
 from .config import GPT2Config
 from .errors import UnknownNameError
@@ -45,7 +45,7 @@ FINAL_SITES = [
 # Kept only when a filter asks for it by name or pattern: n_head times the size of hook_attn_out.
 OPT_IN_SUFFIXES = ("attn.hook_result",)
 
-NamesFilter = Union[None, str, Iterable[str], Callable[[str], bool]]
+NamesFilter = None | str | Iterable[str] | Callable[[str], bool]
 
 
 def hook_names(cfg: GPT2Config) -> list[str]:

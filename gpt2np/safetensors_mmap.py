@@ -6,6 +6,11 @@ little-endian header length, a JSON header of dtype/shape/byte offsets, then the
 read the header ourselves and hand out `np.memmap` views: the weights stay in the page cache,
 shared with every process that maps the same file, and a float32 checkpoint run in float32 is
 never copied at all.
+
+The reader is as strict as the format (and as the `safetensors` library, which refuses the same
+files; tests/test_hostile_gpt2np.py compares them): shapes and offsets are JSON integers in
+[0, 2**64), the tensors tile the data section exactly (no overlap, alias, gap or trailing byte),
+and no key appears twice (the library keeps the last of two tensors of one name; we refuse).
 """
 
 from __future__ import annotations
@@ -32,7 +37,50 @@ DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
-_MAX_HEADER_BYTES = 100 * 2**20  # the format's own limit
+_MAX_HEADER_BYTES = 100_000_000  # the format's own limit (MAX_HEADER_SIZE in the reference reader)
+_MAX_USIZE = 2**64 - 1  # shapes, offsets and sizes in bits are 64-bit unsigned integers
+
+
+class _NotAnInteger(str):
+    """A JSON number that no shape or offset may hold (a fraction, an exponent, a negative
+    number, NaN or Infinity), kept as its text so that the error can quote it."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _integer(text: str):
+    return _NotAnInteger(text) if text.startswith("-") else int(text)  # "-0" is not a valid size either
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _parse_header_json(path: Path, raw: bytes) -> dict:
+    try:
+        header = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_object_without_duplicates,
+            parse_int=_integer, parse_float=_NotAnInteger, parse_constant=_NotAnInteger,
+        )
+    except _DuplicateKey as err:
+        raise WeightsError(
+            f"{path}: its header names {err.args[0]!r} twice; a safetensors header holds each key once"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{path} is not a safetensors file: its header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{path} is not a safetensors file: its header is not a JSON object")
+    return header
 
 
 def read_header(path: Path) -> tuple[dict, int]:
@@ -49,33 +97,68 @@ def read_header(path: Path) -> tuple[dict, int]:
                 f"a {header_len}-byte header in a {size}-byte file"
             )
         raw = f.read(header_len)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{path} is not a safetensors file: its header is not JSON ({err})") from None
-    if not isinstance(header, dict):
-        raise WeightsError(f"{path} is not a safetensors file: its header is not a JSON object")
-    header.pop("__metadata__", None)
+    header = _parse_header_json(path, raw)
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise WeightsError(f"{path}: its __metadata__ must map names to strings, got {metadata!r}")
     return header, 8 + header_len
 
 
-def _check_entry(path: Path, name: str, entry, data_bytes: int) -> tuple[np.dtype, tuple, int, int]:
-    try:
-        dtype = DTYPES[entry["dtype"]]
-        shape = tuple(int(s) for s in entry["shape"])
-        begin, end = (int(o) for o in entry["data_offsets"])
-    except (KeyError, TypeError, ValueError):
-        raise WeightsError(f"{path}: header entry for tensor {name!r} is malformed or has an unsupported dtype: {entry!r}") from None
-    if any(s < 0 for s in shape) or not 0 <= begin <= end:
-        raise WeightsError(f"{path}: tensor {name!r} has an invalid shape or byte range: {entry!r}")
-    if end > data_bytes:
+def _is_size(value) -> bool:
+    """A JSON integer in [0, 2**64). (bool is a subclass of int: true is not a size.)"""
+    return type(value) is int and 0 <= value <= _MAX_USIZE
+
+
+def _check_entry(path: Path, name: str, entry) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of one header entry, each checked on its own."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise WeightsError(f"{where}: its header entry must be an object with dtype, shape and data_offsets, got {entry!r}")
+    code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(code, str) or code not in DTYPES:
+        raise WeightsError(f"{where} has dtype {code!r}, which gpt2np does not read (it reads {', '.join(DTYPES)})")
+    if not isinstance(shape, list) or not all(_is_size(s) for s in shape):
+        raise WeightsError(f"{where}: its shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_size(o) for o in offsets):
+        raise WeightsError(f"{where}: its data_offsets must be two non-negative integers [begin, end], got {offsets!r}")
+    begin, end = offsets
+    if end < begin:
+        raise WeightsError(f"{where}: its data_offsets [{begin}, {end}] end before they begin")
+    if math.prod(shape) * 8 * DTYPES[code].itemsize > _MAX_USIZE:  # its size in bits, as the format counts
+        raise WeightsError(f"{where}: its shape {shape} of {code} overflows: no file can hold that many bytes")
+    nbytes = math.prod(shape) * DTYPES[code].itemsize
+    if end - begin != nbytes:
+        raise WeightsError(f"{where} has {end - begin} bytes for shape {tuple(shape)} of {code}, which needs {nbytes}")
+    return DTYPES[code], tuple(shape), begin, end
+
+
+def _check_layout(path: Path, spans: list[tuple[int, int, str]], data_bytes: int) -> None:
+    """The tensors must tile the data section: taken in the order of their offsets, each begins
+    where the one before ends, and the last ends where the file does."""
+    covered, previous = 0, None
+    for begin, end, name in sorted(spans):
+        if begin < covered:
+            raise WeightsError(
+                f"{path}: tensors {previous!r} and {name!r} overlap (bytes {begin}..{covered} of the "
+                "data section belong to both); each tensor must have bytes of its own"
+            )
+        if begin > covered:
+            raise WeightsError(
+                f"{path}: bytes {covered}..{begin} of the data section, before tensor {name!r}, "
+                "belong to no tensor; the tensors must follow one another without gaps"
+            )
+        covered, previous = end, name
+    if covered > data_bytes:
+        last = max(spans)[2]
         raise WeightsError(
-            f"{path} is truncated: tensor {name!r} ends at byte {end} of the data section, "
+            f"{path} is truncated: tensor {last!r} ends at byte {covered} of the data section, "
             f"which holds only {data_bytes} bytes. Download the file again."
         )
-    if end - begin != math.prod(shape) * dtype.itemsize:
-        raise WeightsError(f"{path}: tensor {name!r} has {end - begin} bytes for shape {shape} of {entry['dtype']}")
-    return dtype, shape, begin, end
+    if covered < data_bytes:
+        raise WeightsError(
+            f"{path}: {data_bytes - covered} trailing bytes follow the last tensor; a safetensors "
+            "file ends where its last tensor does"
+        )
 
 
 def open_safetensors(path: str | Path) -> dict[str, tuple[str, np.ndarray]]:
@@ -88,17 +171,20 @@ def open_safetensors(path: str | Path) -> dict[str, tuple[str, np.ndarray]]:
         raise WeightsError(f"weights file not found: {path}")
     header, data_start = read_header(path)
     data_bytes = path.stat().st_size - data_start
-    if data_bytes == 0:
-        return {}
-    mapped = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_bytes,))
+    entries = {name: _check_entry(path, name, entry) for name, entry in header.items()}
+    _check_layout(path, [(begin, end, name) for name, (_, _, begin, end) in entries.items()], data_bytes)
+    if data_bytes == 0:  # only empty tensors (or none): there is nothing to map
+        mapped = np.empty(0, np.uint8)
+        mapped.flags.writeable = False
+    else:
+        mapped = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_bytes,))
     tensors = {}
-    for name, entry in header.items():
-        dtype, shape, begin, end = _check_entry(path, name, entry, data_bytes)
+    for name, (dtype, shape, begin, end) in entries.items():
         raw = mapped[begin:end]
         if (data_start + begin) % dtype.itemsize:
             # An unaligned view would push NumPy off its BLAS path; copy this one tensor instead.
             raw = raw.copy()
-        tensors[name] = (entry["dtype"], raw.view(dtype).reshape(shape))
+        tensors[name] = (header[name]["dtype"], raw.view(dtype).reshape(shape))
     return tensors
 
 

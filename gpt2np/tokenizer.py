@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelNotFoundError
-from .hub import hub_file, looks_like_path, repo_id
+from .hub import HubRepo, looks_like_path, repo_id
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -43,7 +43,8 @@ class Tokenizer:
 
 
 def _from_vocab_and_merges(vocab: Path, merges: Path):
-    from tokenizers import Tokenizer as Backend, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers
 
     backend = Backend(models.BPE.from_file(str(vocab), str(merges)))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -84,10 +85,10 @@ def load_tokenizer(source: str | Path = "gpt2", revision: str | None = None, cac
         raise ModelNotFoundError(
             f"{path} holds no tokenizer: expected tokenizer.json, or vocab.json and merges.txt"
         )
-    repo = repo_id(source_str)
-    tokenizer_json = hub_file(repo, "tokenizer.json", revision, cache_dir, required=False)
+    hub = HubRepo(repo_id(source_str), revision, cache_dir)
+    tokenizer_json = hub.file("tokenizer.json", required=False)
     if tokenizer_json is not None:
         return Tokenizer(_load_backend(tokenizer_json, None, None), source_str)
-    vocab = hub_file(repo, "vocab.json", revision, cache_dir)
-    merges = hub_file(repo, "merges.txt", revision, cache_dir)
+    vocab = hub.file("vocab.json")
+    merges = hub.file("merges.txt")
     return Tokenizer(_load_backend(None, vocab, merges), source_str)

@@ -8,10 +8,11 @@ the model's BufferPool (see recycle.py), which the next run reuses once the cach
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
+from .errors import InputError
 from .recycle import BufferPool
 
 Hook = Callable[[np.ndarray, str], "np.ndarray | None"]
@@ -72,9 +73,14 @@ def _apply_hook(hook: Hook, name: str, value: np.ndarray) -> np.ndarray:
         return value
     returned = np.asarray(returned)
     if returned.shape != value.shape:
-        raise ValueError(
+        raise InputError(
             f"the hook on {name!r} returned an array of shape {returned.shape}; it must keep the "
             f"shape {value.shape}"
+        )
+    if returned.dtype.kind not in "biuf":  # complex would lose its imaginary part; objects, strings: no numbers
+        raise InputError(
+            f"the hook on {name!r} returned an array of dtype {returned.dtype}; it must return real "
+            f"numbers (the tensor is {value.dtype})"
         )
     if returned.dtype != value.dtype:
         returned = returned.astype(value.dtype)
