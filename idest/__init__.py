@@ -1,7 +1,7 @@
 """idest: fast, exact intrinsic-dimension estimators for point clouds (N, D).
 
 Numbers agree with scikit-dimension 0.5 and DADApy on the same data; neighbours come
-from an exact engine built on float32 BLAS products (see ``idest.neighbors``).
+from an exact engine built on float32 BLAS products (``idest.knn``; the engine is ``idest._knn``).
 
     import idest
     idest.twonn(X).dimension            # TwoNN (DADApy compute_id_2NN / skdim TwoNN)
@@ -10,7 +10,7 @@ from an exact engine built on float32 BLAS products (see ``idest.neighbors``).
     idest.gride(X).dimensions           # multiscale GRIDE (DADApy return_id_scaling_gride)
 
 One neighbour search can serve several estimators (bit-identical results; see
-``idest.shared``), and PCA can trade the far tail of the spectrum for speed:
+``idest.neighborhoods``), and PCA can trade the far tail of the spectrum for speed:
 
     nb = idest.neighborhoods(X, k=idest.k_needed(twonn=True, mle=20, gride=64))
     idest.twonn(nb); idest.mle(nb, k=20); idest.gride(nb, range_max=64)
@@ -36,7 +36,7 @@ Errors are ValueError/TypeError saying what was wrong and how to fix it.
 from .estimators import GRIDE, MLE, PCA, LocalPCA, TwoNN
 from .gride import gride
 from .mle import mle
-from .neighbors import knn
+from .neighbor_search import k_needed, knn, neighborhoods
 from .pca import SOLVERS as PCA_SOLVERS
 from .pca import local_pca, n_components_for_variance, pca, spectrum
 from .pca_rules import RULES as PCA_RULES
@@ -50,7 +50,6 @@ from .results import (
     TwoNNResult,
     TwoNNScalingResult,
 )
-from .shared import k_needed, neighborhoods
 from .twonn import twonn, twonn_scaling
 
 __all__ = [

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numba as nb
 import numpy as np
 
-from . import _array_kernels as ak
 from .results import Neighborhoods
 
 METRICS = ("euclidean", "cosine")
@@ -113,7 +113,7 @@ def as_points(X, *, name: str = "X") -> CleanPoints:
         arr = arr.astype(np.float64)  # longdouble and friends: compute in float64
     arr = np.ascontiguousarray(arr)
 
-    bad, row, col, max_abs = ak.value_scan(arr)
+    bad, row, col, max_abs = _value_scan(arr)
     if bad:
         raise ValueError(
             f"{name} contains {bad} NaN or infinite value(s) (first at row {row}, column {col}). "
@@ -131,6 +131,32 @@ def as_points(X, *, name: str = "X") -> CleanPoints:
             "(intrinsic-dimension estimates do not depend on the scale)."
         )
     return CleanPoints(arr, float(max_abs), eps)
+
+
+@nb.njit(cache=True, nogil=True)
+def _value_scan(X):
+    """Return (number of non-finite values, first bad row, first bad column, max |finite value|).
+
+    One pass instead of ``np.isfinite(X).all()`` + ``np.abs(X).max()``: no (N, D) temporaries.
+    """
+    n, d = X.shape
+    bad = 0
+    first_row = -1
+    first_col = -1
+    amax = 0.0
+    for i in range(n):
+        for j in range(d):
+            v = np.float64(X[i, j])
+            if np.isfinite(v):
+                a = abs(v)
+                if a > amax:
+                    amax = a
+            else:
+                if bad == 0:
+                    first_row = i
+                    first_col = j
+                bad += 1
+    return bad, first_row, first_col, amax
 
 
 def abs_max(X: np.ndarray) -> float:

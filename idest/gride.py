@@ -22,7 +22,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._neighborhoods import for_estimator
+from ._estimator_input import for_estimator
 from ._validate import check_int
 from .results import GrideResult
 
@@ -105,7 +105,7 @@ def gride_single(distances: np.ndarray, n1: int, n2: int) -> tuple[float, float,
     return float(d), float(1.0 / np.sqrt(info)), int(log_kept.size)
 
 
-def _largest_order(range_max: int):
+def largest_order(range_max: int):
     """n2 of the last scale: the largest power of two <= min(range_max, N - 1)."""
 
     def order(n_distinct: int) -> int:
@@ -139,7 +139,7 @@ def gride(
     range_max = check_int("range_max", range_max, minimum=2)
     nb_ = for_estimator(
         X,
-        _largest_order(range_max),
+        largest_order(range_max),
         metric=metric,
         on_duplicates=on_duplicates,
         near_duplicate_tol=near_duplicate_tol,

@@ -18,7 +18,7 @@ import numbers
 import numba as nb
 import numpy as np
 
-from ._neighborhoods import for_estimator
+from ._estimator_input import for_estimator
 from ._validate import check_choice, check_int
 from .results import MLEResult
 
@@ -41,7 +41,7 @@ def _local_estimates(distances, k1, k2, unbiased):
     return out
 
 
-def _parse_k(k) -> tuple[int, int]:
+def parse_k(k) -> tuple[int, int]:
     if isinstance(k, (tuple, list)):
         if len(k) != 2:
             raise ValueError(f"k must be an integer or a (k1, k2) pair; got {k!r}.")
@@ -88,7 +88,7 @@ def mle(
     comb : "mle" (default; 1 / mean(1 / local), as skdim), "mean" or "median".
     unbiased : use k - 2 instead of k - 1 in the numerator (skdim's ``unbiased=True``).
     metric : "euclidean" (default) or "cosine" (1 - cos; halves the estimate, see
-        ``idest.neighbors``). With Neighborhoods: theirs (give it only to check it).
+        ``idest.knn``). With Neighborhoods: theirs (give it only to check it).
     on_duplicates : "drop" (default) or "raise"; with duplicates kept skdim returns 0.
         With Neighborhoods: theirs.
     near_duplicate_tol : near-duplicates, points within this many machine epsilons (of X's
@@ -99,7 +99,7 @@ def mle(
     method, points treated as independent). Local values are +inf where all k neighbours
     are equidistant (then 1/local = 0 and the "mle" combination stays finite).
     """
-    k1, k2 = _parse_k(k)
+    k1, k2 = parse_k(k)
     if unbiased and k1 < 3:
         raise ValueError(f"unbiased=True uses k - 2 in the numerator, so it needs k >= 3; got k={k1}.")
     comb = check_choice("comb", comb, COMBINATIONS)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._neighborhoods import for_estimator
+from ._estimator_input import for_estimator
 from ._validate import abs_max, as_points, check_choice, check_int, power_of_two_scale
 from .pca_rules import apply_rule, check_rule
 from .results import LocalPCAResult, PCAResult

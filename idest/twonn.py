@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._neighborhoods import for_estimator
+from . import _knn as engine
+from ._estimator_input import for_estimator
 from ._validate import CleanPoints, abs_max, check_choice, check_fraction, check_int
-from .neighbors import _knn_internal, _prepare, _to_user_distances
 from .results import TwoNNResult, TwoNNScalingResult
 
 METHODS = ("linear", "mle")
@@ -78,7 +78,7 @@ def twonn(
     ----------
     X : the (N, D) array, or ``idest.neighborhoods(X, k)`` with k >= 2 (same result).
     metric : "euclidean" (default) or "cosine" (1 - cos; halves ratio-based IDs, see
-        ``idest.neighbors``). With Neighborhoods: theirs (give it only to check it).
+        ``idest.knn``). With Neighborhoods: theirs (give it only to check it).
     discard_fraction : fraction of the largest ratios left out of the fit (default 0.1,
         DADApy's mu_fraction=0.9).
     method : "linear" (default; DADApy/skdim) or "mle".
@@ -191,6 +191,6 @@ def _subset_distances(points: np.ndarray, metric: str) -> np.ndarray:
     """First two neighbour distances within a subset of already-validated distinct points
     (no near-duplicates either: no pair of them was within the tolerance)."""
     clean = CleanPoints(np.ascontiguousarray(points), abs_max(points), eps=0.0)  # eps: not used
-    geo = _prepare(clean, metric)
-    d2, _ = _knn_internal(geo, 2)
-    return _to_user_distances(d2, geo)
+    geo = engine.prepare(clean, metric)
+    d2, _ = engine.nearest(geo, 2)
+    return engine.user_distances(d2, geo)

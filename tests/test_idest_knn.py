@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import idest
-import idest.neighbors as neighbors
-from idest import _knn_kernels as kk
+from idest._knn import geometry, search
+from idest._knn import kernels as kk
 from idest._validate import as_points
 
 
@@ -88,12 +88,12 @@ def test_duplicates_show_as_zero_distance():
 
 def test_many_tiles_workers_and_repairs(monkeypatch):
     # small blocks and panels: many tiles, both workers, row and column buffers
-    monkeypatch.setattr(neighbors, "_MAX_BLOCK", 40)
-    monkeypatch.setattr(neighbors, "_PANEL", 24)
+    monkeypatch.setattr(search, "_MAX_BLOCK", 40)
+    monkeypatch.setattr(search, "_PANEL", 24)
     X = gpt2_like(333, seed=3)
     ref_d, ref_i = brute_force(X, 6)
-    geo = neighbors._prepare(as_points(X), "euclidean")
-    results = [neighbors._knn_internal(geo, 6, workers=w) for w in (1, 2, 3)]
+    geo = geometry.prepare(as_points(X), "euclidean")
+    results = [search.nearest(geo, 6, workers=w) for w in (1, 2, 3)]
     for d2, idx in results:
         np.testing.assert_array_equal(idx, ref_i)
         np.testing.assert_allclose(np.sqrt(d2) / geo.unit, ref_d, rtol=1e-12)
@@ -102,8 +102,8 @@ def test_many_tiles_workers_and_repairs(monkeypatch):
         np.testing.assert_array_equal(d2, results[0][0])
         np.testing.assert_array_equal(idx, results[0][1])
     # no margin at all: certification fails for most rows, the exact repair fixes them
-    monkeypatch.setattr(neighbors, "_candidate_count", lambda k, n: k)
-    d2, idx = neighbors._knn_internal(geo, 6, workers=2)
+    monkeypatch.setattr(search, "_candidate_count", lambda k, n: k)
+    d2, idx = search.nearest(geo, 6, workers=2)
     np.testing.assert_array_equal(idx, ref_i)
 
 
@@ -143,9 +143,9 @@ def test_k_must_be_below_n():
 def both_paths(X, k, metric="euclidean", workers=None):
     """The engine's internal result with the selection (default) and with the buffered
     scan of every key forced, for the same prepared geometry."""
-    geo = neighbors._prepare(as_points(X), metric)
-    new = neighbors._knn_internal(geo, k, workers=workers)
-    old = neighbors._knn_internal(geo, k, workers=workers, select=False)
+    geo = geometry.prepare(as_points(X), metric)
+    new = search.nearest(geo, k, workers=workers)
+    old = search.nearest(geo, k, workers=workers, select=False)
     return geo, new, old
 
 
@@ -202,7 +202,7 @@ def test_selection_matches_tile_scan_cosine_and_brute_force():
     assert_same(new, old)
     ref_d, ref_i = brute_force(X, 64, metric="cosine")
     np.testing.assert_array_equal(new[1], ref_i)
-    np.testing.assert_allclose(neighbors._to_user_distances(new[0], geo), ref_d, rtol=1e-9)
+    np.testing.assert_allclose(geometry.user_distances(new[0], geo), ref_d, rtol=1e-9)
 
 
 def test_selection_rows_split_among_workers():
@@ -261,11 +261,11 @@ def test_refine_reuses_distances_bit_for_bit():
     # refining all rows in one call reuses the distances of earlier rows (Euclidean, and
     # rows of X over 5 x 8 k bytes); one call per row cannot: both must agree exactly
     X = gpt2_like(300, d=300, seed=14, dtype=np.float64)
-    geo = neighbors._prepare(as_points(X), "euclidean")
+    geo = geometry.prepare(as_points(X), "euclidean")
     n, k = len(X), 40
     assert X.shape[1] * X.itemsize > 5 * 8 * k
-    kc = neighbors._candidate_count(k, n)
-    cand_keys, cand_ids = neighbors._select_one_tile(geo, kc, 1)
+    kc = search._candidate_count(k, n)
+    cand_keys, cand_ids = search._select_one_tile(geo, kc, 1)
     results = []
     for rows in ([(0, n)], [(i, i + 1) for i in range(n)]):
         d2 = np.empty((n, k))
@@ -297,41 +297,41 @@ def test_multi_tile_clouds_match_brute_force(name):
     # column buffers; the same neighbours as a float64 brute force, bit-identical whatever
     # the number of workers and with the diagonal tiles scanned instead of selected
     X = MULTI_TILE_CLOUDS[name]()
-    assert len(neighbors._tiles(len(X))) > 2
-    geo = neighbors._prepare(as_points(X), "euclidean")
+    assert len(search._tiles(len(X))) > 2
+    geo = geometry.prepare(as_points(X), "euclidean")
     ref_d, ref_i = brute_force(X, 64)
     for k in (1, 20, 64):
-        first = neighbors._knn_internal(geo, k, workers=1)
+        first = search.nearest(geo, k, workers=1)
         np.testing.assert_array_equal(first[1], ref_i[:, :k])
         np.testing.assert_allclose(np.sqrt(first[0]) / geo.unit, ref_d[:, :k], rtol=1e-12)
         for workers in (2, 3):
-            assert_same(neighbors._knn_internal(geo, k, workers=workers), first)
-        assert_same(neighbors._knn_internal(geo, k, workers=1, select=False), first)
+            assert_same(search.nearest(geo, k, workers=workers), first)
+        assert_same(search.nearest(geo, k, workers=1, select=False), first)
 
 
 def test_multi_tile_cosine_matches_brute_force():
     X = gpt2_like(1500, d=40, offset=0.5, seed=25, dtype=np.float64)
-    geo = neighbors._prepare(as_points(X), "cosine")
+    geo = geometry.prepare(as_points(X), "cosine")
     ref_d, ref_i = brute_force(X, 64, metric="cosine")
     for k in (1, 20, 64):
-        first = neighbors._knn_internal(geo, k, workers=1)
+        first = search.nearest(geo, k, workers=1)
         np.testing.assert_array_equal(first[1], ref_i[:, :k])
-        np.testing.assert_allclose(neighbors._to_user_distances(first[0], geo), ref_d[:, :k], rtol=1e-9)
+        np.testing.assert_allclose(geometry.user_distances(first[0], geo), ref_d[:, :k], rtol=1e-9)
         for workers in (2, 3):
-            assert_same(neighbors._knn_internal(geo, k, workers=workers), first)
+            assert_same(search.nearest(geo, k, workers=workers), first)
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_all_other_points_as_neighbours_certify_without_a_rescan(monkeypatch, metric):
     # k = N - 1: every point is a candidate, none is left out, so no row needs the repair
     X = gpt2_like(62, d=48, seed=27)
-    geo = neighbors._prepare(as_points(X), metric)
+    geo = geometry.prepare(as_points(X), metric)
 
     def no_rescan(*args):
         raise AssertionError("a row was rescanned")
 
     monkeypatch.setattr(kk, "rescan_rows", no_rescan)
-    d2, idx = neighbors._knn_internal(geo, 61)
+    d2, idx = search.nearest(geo, 61)
     ref_d, ref_i = brute_force(X, 61, metric=metric)
     np.testing.assert_array_equal(idx, ref_i)
 
@@ -352,10 +352,10 @@ def test_cosine_nearly_parallel_rows_are_not_certified_wrongly(n, width, seed):
     # certification's slack must cover it (without it these clouds lost neighbours)
     rng = np.random.default_rng(seed)
     X = (0.5 * rng.standard_normal((n, 1)) + 300.0 * np.ones((1, width))).astype(np.float32)
-    geo = neighbors._prepare(as_points(X), "cosine")
+    geo = geometry.prepare(as_points(X), "cosine")
     ref_d2, ref_i = engine_distance_brute_force(geo, 64)
     for select in (True, False):
-        d2, idx = neighbors._knn_internal(geo, 64, workers=2, select=select)
+        d2, idx = search.nearest(geo, 64, workers=2, select=select)
         np.testing.assert_array_equal(idx, ref_i)
         np.testing.assert_array_equal(d2, ref_d2)
 
@@ -364,12 +364,12 @@ def test_cosine_nearly_parallel_rows_are_not_certified_wrongly(n, width, seed):
 def test_buffer_size_changes_nothing(monkeypatch, size):
     # a buffer one key larger than kc selects at almost every key; a large one rarely
     X = gpt2_like(2100, d=40, seed=26)
-    geo = neighbors._prepare(as_points(X), "euclidean")
-    expected = [neighbors._knn_internal(geo, k, workers=2) for k in (3, 40)]
-    monkeypatch.setattr(neighbors, "_buffer_size", size)
+    geo = geometry.prepare(as_points(X), "euclidean")
+    expected = [search.nearest(geo, k, workers=2) for k in (3, 40)]
+    monkeypatch.setattr(search, "_buffer_size", size)
     for k, ref in zip((3, 40), expected):
-        assert_same(neighbors._knn_internal(geo, k, workers=2), ref)
-        assert_same(neighbors._knn_internal(geo, k, workers=2, select=False), ref)
+        assert_same(search.nearest(geo, k, workers=2), ref)
+        assert_same(search.nearest(geo, k, workers=2, select=False), ref)
 
 
 @pytest.mark.parametrize("case", ["random", "ties", "signed-zeros"])

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import _duplicates as dup
+from . import _knn as engine
 from ._validate import (
     CleanPoints,
     abs_max,
@@ -24,12 +24,11 @@ from ._validate import (
     check_near_duplicate_tol,
     check_on_duplicates,
 )
-from .neighbors import _Geometry, _knn_internal, _prepare, _stored_sq_norms, _to_user_distances
 from .results import Neighborhoods
 
 _DEFAULT_METRIC = "euclidean"
 _DEFAULT_ON_DUPLICATES = "drop"
-_DEFAULT_NEAR_DUPLICATE_TOL = dup.NEAR_DUPLICATE_TOL
+_DEFAULT_NEAR_DUPLICATE_TOL = engine.NEAR_DUPLICATE_TOL
 
 
 def _drop(points: CleanPoints, keep: np.ndarray) -> CleanPoints:
@@ -107,7 +106,7 @@ def search(
 
     check_size()
     if metric == "euclidean":
-        repeats = dup.repeated_rows(points.X)
+        repeats = engine.repeated_rows(points.X)
         if repeats.any():
             drop(repeats, "exact")
 
@@ -117,20 +116,20 @@ def search(
             distances = np.empty((index.size, 0))
             idx = np.empty((index.size, 0), dtype=np.int64)
             break
-        geo: _Geometry = _prepare(points, metric)
-        zero = dup.COSINE_ZERO_SQ_CHORD if metric == "cosine" else 0.0
-        d2, idx = _knn_internal(geo, k_now)
+        geo = engine.prepare(points, metric)
+        zero = engine.COSINE_ZERO_SQ_CHORD if metric == "cosine" else 0.0
+        d2, idx = engine.nearest(geo, k_now)
         # exact repeats first, until none is left; then near-duplicates, found once among
-        # the distinct points (after dropping them none is left: see _near_duplicates)
-        repeats = dup.zero_distance_repeats(d2, idx, zero)
+        # the distinct points (after dropping them none is left: see engine.near_duplicates)
+        repeats = engine.zero_distance_repeats(d2, idx, zero)
         if repeats.any():
             drop(repeats, "exact")
             continue
-        repeats = _near_duplicates(geo, d2, idx, tol_sq)
+        repeats = engine.near_duplicates(geo, d2, idx, tol_sq)
         if repeats.any():
             drop(repeats, "near")
             continue
-        distances = _to_user_distances(d2, geo)
+        distances = engine.user_distances(d2, geo)
         break
 
     return Neighborhoods(
@@ -146,32 +145,6 @@ def search(
         on_duplicates=on_duplicates,
         near_duplicate_tol=near_duplicate_tol,
     )
-
-
-def _near_duplicates(geo: _Geometry, d2: np.ndarray, idx: np.ndarray, tol_sq: float) -> np.ndarray:
-    """Mask of the near-duplicates to drop among distinct points, given their k-NN (d2, idx):
-    every point of a group (connected by pairs within the tolerance, dup.near_pairs) but
-    its lowest index.
-
-    The groups are those of *all* pairs within the tolerance, whatever k: while some row's
-    k-th neighbour is still within reach of it, the search is repeated with twice the
-    neighbours (rare: a point with k or more near-copies). Then no pair of the points kept
-    is within the tolerance (it would have joined their groups), and an estimator asking
-    for 2 neighbours drops the same points as a shared search for 64."""
-    n, k = d2.shape
-    if tol_sq == 0.0:
-        return np.zeros(n, dtype=bool)
-    # the stored rows have |coordinates| < 1 (see _stored_sq_norms): a first neighbour
-    # beyond tol_sq * D is no near-duplicate, so clean data cost one comparison per point
-    if not np.any(d2[:, 0] <= tol_sq * geo.X.shape[1]):
-        return np.zeros(n, dtype=bool)
-    sq_norms = _stored_sq_norms(geo)
-    reach = tol_sq * float(sq_norms.max())
-    while k < n - 1 and np.any(d2[:, k - 1] <= reach):
-        k = min(n - 1, 2 * k)
-        d2, idx = _knn_internal(geo, k)
-    a, b = dup.near_pairs(d2, idx, sq_norms, tol_sq)
-    return dup.first_of_each_group(n, a, b)
 
 
 def for_estimator(
@@ -271,6 +244,6 @@ def _refuse_if_asked(policy: str, repeats: np.ndarray, index: np.ndarray, near_d
         why = "their tiny distances make neighbour ratios huge"
         keep = ", or near_duplicate_tol=0 to treat them as distinct points"
     raise ValueError(
-        f"X contains {dup.describe(mask, near_duplicate_tol=near_duplicate_tol)}; {why}. Remove them, "
+        f"X contains {engine.describe(mask, near_duplicate_tol=near_duplicate_tol)}; {why}. Remove them, "
         f"or pass on_duplicates='drop' to keep one copy of each{keep}."
     )

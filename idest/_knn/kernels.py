@@ -1,14 +1,14 @@
-"""Numba kernels of the k-nearest-neighbour engine (driven by ``neighbors.py``).
+"""Numba kernels of the k-nearest-neighbour engine (driven by ``search.py``).
 
 Vocabulary shared by the kernels (all values in the engine's internal, power-of-two
-scaled units; see ``neighbors.py``):
+scaled units; see ``geometry.py``):
 
 * ``G``      a float32 strip of Gram products g_ij = <x~_i, x~_j> of the centred, float32
              copy x~ of the data (computed by BLAS).
 * ``half_lb`` float32 (1 - c) * ||x~_j||^2 / 2. With it L_ij = 2 (half_lb_i + half_lb_j - g_ij)
              is a *lower bound* of the exact squared distance, where c bounds every float32
              error (input rounding, the worst-case dot-product error, the key's own rounding;
-             see neighbors.py).
+             see geometry.py).
 * keys       the key of candidate j for point i is half_lb_j - g_ij = L_ij / 2 - half_lb_i
              (half_lb_i is constant along a row, so it is added back only when certifying).
 * buffers    per point (and worker) during the scan: an unsorted buffer of keys below the

@@ -1,5 +1,6 @@
-"""One neighbour search for several estimators.
+"""The exact neighbour search, public: ``knn`` itself, and one search for several estimators.
 
+    d, i = idest.knn(X, k)              # exact k-NN, self excluded, ties by index
     nb = idest.neighborhoods(X, k=idest.k_needed(twonn=True, mle=20, gride=64))
     idest.twonn(nb); idest.mle(nb, k=20); idest.gride(nb, range_max=64)
 
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._duplicates import NEAR_DUPLICATE_TOL
-from ._neighborhoods import search
-from ._validate import check_int
-from .gride import _largest_order
-from .mle import _parse_k
+import numpy as np
+
+from . import _knn as engine
+from ._estimator_input import search
+from ._validate import as_points, check_int, check_metric
+from .gride import largest_order
+from .mle import parse_k
 from .results import Neighborhoods
 
 
@@ -28,7 +31,7 @@ def neighborhoods(
     *,
     metric: str = "euclidean",
     on_duplicates: str = "drop",
-    near_duplicate_tol: float = NEAR_DUPLICATE_TOL,
+    near_duplicate_tol: float = engine.NEAR_DUPLICATE_TOL,
 ) -> Neighborhoods:
     """Exact k nearest neighbours of the distinct points of X (N, D), to pass to
     ``idest.twonn``, ``twonn_scaling``, ``mle``, ``gride`` and ``local_pca`` in place of X.
@@ -95,13 +98,42 @@ def k_needed(*, twonn: bool = False, mle=None, gride=None, local_pca=None) -> in
     if twonn:
         needs.append(2)
     if mle is not None:
-        needs.append(_parse_k(mle)[1])
+        needs.append(parse_k(mle)[1])
     if gride is not None:
         range_max = check_int("range_max", gride, minimum=2)
         # the order GRIDE needs on a cloud large enough not to cap it (N - 1 >= range_max)
-        needs.append(_largest_order(range_max)(range_max + 1))
+        needs.append(largest_order(range_max)(range_max + 1))
     if local_pca is not None:
         needs.append(check_int("k", local_pca, minimum=2))
     if not needs:
         raise ValueError("k_needed: name at least one estimator (twonn=True, mle=k, gride=range_max, local_pca=k).")
     return max(needs)
+
+
+def knn(X, k: int, metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of every point, the point itself excluded.
+
+    Parameters
+    ----------
+    X : (N, D) float32 or float64 array (integers and float16 are widened exactly).
+    k : number of neighbours, 1 <= k < N.
+    metric : ``"euclidean"`` or ``"cosine"`` (1 - cosine similarity).
+
+    Returns
+    -------
+    distances : (N, k) float64, ascending along each row.
+    indices : (N, k) int64; equal distances are ordered by index.
+
+    The result equals a float64 brute force (see ``idest._knn.search`` for how the float32
+    matrix products are made exact). Duplicated points are *not* removed here: they show
+    up as zero distances.
+    """
+    points = as_points(X)
+    metric = check_metric(metric)
+    n = points.X.shape[0]
+    k = check_int("k", k, minimum=1)
+    if k >= n:
+        raise ValueError(f"k={k} neighbours need at least k + 1 = {k + 1} points; X has {n}. Use a smaller k.")
+    geo = engine.prepare(points, metric)
+    d2, idx = engine.nearest(geo, k)
+    return engine.user_distances(d2, geo), idx

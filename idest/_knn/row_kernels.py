@@ -1,39 +1,12 @@
-"""Numba kernels that make one pass over the raw (N, D) data.
-
-Kept apart from the Python checks in ``_validate`` so that each kernel is small and
-compiled once (``cache=True``) for float32 and float64 inputs.
+"""Numba kernels of the kNN engine that make one pass over the raw (N, D) data: row hashes
+for the duplicates, scaled norms, means and the centred float32 copy for the geometry.
+Each is small and compiled once (``cache=True``) for float32 and float64 inputs.
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
-
-
-@nb.njit(cache=True, nogil=True)
-def value_scan(X):
-    """Return (number of non-finite values, first bad row, first bad column, max |finite value|).
-
-    One pass instead of ``np.isfinite(X).all()`` + ``np.abs(X).max()``: no (N, D) temporaries.
-    """
-    n, d = X.shape
-    bad = 0
-    first_row = -1
-    first_col = -1
-    amax = 0.0
-    for i in range(n):
-        for j in range(d):
-            v = np.float64(X[i, j])
-            if np.isfinite(v):
-                a = abs(v)
-                if a > amax:
-                    amax = a
-            else:
-                if bad == 0:
-                    first_row = i
-                    first_col = j
-                bad += 1
-    return bad, first_row, first_col, amax
 
 
 @nb.njit(cache=True, nogil=True)

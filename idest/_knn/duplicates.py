@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _array_kernels as ak
+from . import row_kernels as rk
+from .geometry import Geometry, stored_sq_norms
+from .search import nearest
 
 # Squared chord between unit vectors below which two rows count as the same direction:
 # far above the ~1e-32 left by rounding when normalising parallel rows, far below any
@@ -27,9 +29,9 @@ COSINE_ZERO_SQ_CHORD = 1e-28
 
 def repeated_rows(X: np.ndarray) -> np.ndarray:
     """Boolean mask of rows equal to an earlier row."""
-    hashes = ak.row_hashes(X)
+    hashes = rk.row_hashes(X)
     order = np.argsort(hashes, kind="stable")
-    return ak.mark_repeated_rows(X, order, hashes)
+    return rk.mark_repeated_rows(X, order, hashes)
 
 
 # Default near-duplicate tolerance, in machine epsilons of the input dtype, relative to the
@@ -78,6 +80,32 @@ def first_of_each_group(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             parent[max(ra, rb)] = min(ra, rb)  # the root is the group's lowest index
     roots = np.array([find(x) for x in range(n)])
     return roots != np.arange(n)
+
+
+def near_duplicates(geo: Geometry, d2: np.ndarray, idx: np.ndarray, tol_sq: float) -> np.ndarray:
+    """Mask of the near-duplicates to drop among distinct points, given their k-NN (d2, idx):
+    every point of a group (connected by pairs within the tolerance, near_pairs) but
+    its lowest index.
+
+    The groups are those of *all* pairs within the tolerance, whatever k: while some row's
+    k-th neighbour is still within reach of it, the search is repeated with twice the
+    neighbours (rare: a point with k or more near-copies). Then no pair of the points kept
+    is within the tolerance (it would have joined their groups), and an estimator asking
+    for 2 neighbours drops the same points as a shared search for 64."""
+    n, k = d2.shape
+    if tol_sq == 0.0:
+        return np.zeros(n, dtype=bool)
+    # the stored rows have |coordinates| < 1 (see geometry.stored_sq_norms): a first neighbour
+    # beyond tol_sq * D is no near-duplicate, so clean data cost one comparison per point
+    if not np.any(d2[:, 0] <= tol_sq * geo.X.shape[1]):
+        return np.zeros(n, dtype=bool)
+    sq_norms = stored_sq_norms(geo)
+    reach = tol_sq * float(sq_norms.max())
+    while k < n - 1 and np.any(d2[:, k - 1] <= reach):
+        k = min(n - 1, 2 * k)
+        d2, idx = nearest(geo, k)
+    a, b = near_pairs(d2, idx, sq_norms, tol_sq)
+    return first_of_each_group(n, a, b)
 
 
 def describe(mask: np.ndarray, limit: int = 8, near_duplicate_tol: float | None = None) -> str:

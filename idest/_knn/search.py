@@ -25,7 +25,7 @@ How (and why it is exact):
    coordinates (by increasing L, stopping once L exceeds the k-th exact distance) and
    sorted by (distance, index). A row is *certified* when the smallest bound among the
    points left out exceeds its k-th exact distance (for the cosine metric, by a slack that
-   covers the float64 rounding of the unit rows; see _certification_slack); otherwise it
+   covers the float64 rounding of the unit rows; see geometry.certification_slack); otherwise it
    is repaired by an exact rescan (one BLAS row of products plus exact recomputation of
    every point the bound cannot exclude). Results therefore equal a float64 brute force
    with ties broken by index, whatever the float32 errors, and are bit-identical for any
@@ -42,17 +42,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
 
 import numba as nb
 import numpy as np
 
-from . import _array_kernels as ak
-from . import _knn_kernels as kk
-from ._validate import CleanPoints, as_points, check_int, check_metric, power_of_two_scale
+from . import kernels as kk
+from .geometry import Geometry, certification_slack
 
-_U32 = 2.0**-24
 # Rows per block and columns per panel of float32 products: a 1024 x 256 panel (1 MiB)
 # stays in cache between the BLAS call that writes it and the kernel that reads it, and
 # BLAS runs such shapes as fast as large ones.
@@ -70,62 +67,6 @@ def _candidate_count(k: int, n: int) -> int:
 
 def _block_rows(n: int) -> int:
     return int(min(n, _MAX_BLOCK))
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """What the kernels need: the original X, per-row scales s (exact distances are
-    computed on s_i x_i), the centred float32 copy, and the lower-bound norms."""
-
-    X: np.ndarray
-    s: np.ndarray
-    xf32: np.ndarray
-    half_lb: np.ndarray
-    unit: float  # internal distances are user distances times this power of two
-    metric: str
-
-
-def _prepare(points: CleanPoints, metric: str) -> _Geometry:
-    X = points.X
-    n, dim = X.shape
-    scale = power_of_two_scale(points.max_abs)
-    if metric == "euclidean":
-        s = np.full(n, scale, dtype=np.float64)
-        unit = scale
-    else:
-        norms = ak.scaled_row_norms(X, scale)
-        zero = np.flatnonzero(norms == 0.0)
-        if zero.size:
-            raise ValueError(
-                f"metric='cosine' is undefined for all-zero rows; row(s) {zero[:10].tolist()} "
-                f"{'(and more) ' if zero.size > 10 else ''}are zero. Drop them or use metric='euclidean'."
-            )
-        s = scale / norms  # s_i x_i is the unit vector along x_i
-        unit = 1.0
-    mean = ak.scaled_column_mean(X, s)
-    xf32 = np.empty((n, dim), dtype=np.float32)
-    ak.scaled_centered_f32(X, s, mean, xf32)
-    return _Geometry(X=X, s=s, xf32=xf32, half_lb=_half_lower_bound_norms(xf32), unit=unit, metric=metric)
-
-
-def _stored_sq_norms(geo: _Geometry) -> np.ndarray:
-    """Squared norms of the rows as the engine stores them, s_i x_i (uncentred; the units of
-    the internal squared distances): Euclidean rows are scaled so that every |coordinate|
-    is below 1, cosine rows are unit vectors."""
-    if geo.metric == "cosine":
-        return np.ones(geo.X.shape[0])
-    return ak.scaled_row_norms(geo.X, float(geo.s[0])) ** 2
-
-
-def _half_lower_bound_norms(xf32: np.ndarray) -> np.ndarray:
-    """float32 (1 - c) |x~_j|^2 / 2, with c bounding, relative to |x~_i|^2 + |x~_j|^2:
-    the rounding of the data to float32 (4u), the worst-case float32 dot product of length
-    D (gamma_D), and the float32 rounding of these values and of the keys (4u); plus a 25%
-    cushion. Then 2 (half_lb_i + half_lb_j - g_ij) <= exact squared distance, always."""
-    dim = xf32.shape[1]
-    gamma = dim * _U32 / (1.0 - dim * _U32)
-    c = 1.25 * (gamma + 8.01 * _U32)
-    return (0.5 * (1.0 - c) * ak.row_sq_norms(xf32)).astype(np.float32)
 
 
 def _tiles(n: int) -> list[tuple[int, int, int, int]]:
@@ -154,8 +95,8 @@ def _buffer_size(kc: int) -> int:
     return 2 * kc + 32
 
 
-def _scan_all_tiles(geo: _Geometry, kc: int, workers: int, select: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Per-worker candidates (see _knn_kernels) after every tile has been computed and
+def _scan_all_tiles(geo: Geometry, kc: int, workers: int, select: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-worker candidates (see kernels) after every tile has been computed and
     scanned; ``select=False`` scans diagonal tiles like the others (for the tests).
 
     Worker w takes tiles w, w + W, w + 2W, ... (a static split: which worker sees which
@@ -188,7 +129,7 @@ def _scan_all_tiles(geo: _Geometry, kc: int, workers: int, select: bool = True) 
     return cand_keys, cand_ids
 
 
-def _select_one_tile(geo: _Geometry, kc: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+def _select_one_tile(geo: Geometry, kc: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """The candidates of a cloud that is a single tile (N <= the block size), in the
     layout ``_scan_all_tiles`` returns (one worker's, largest key in slot 0).
 
@@ -251,8 +192,8 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _knn_internal(
-    geo: _Geometry, k: int, workers: int | None = None, *, select: bool = True
+def nearest(
+    geo: Geometry, k: int, workers: int | None = None, *, select: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours (self excluded) as internal squared distances, indices.
     A single-tile cloud gets its candidates by selection, and a larger one selects those
@@ -272,7 +213,7 @@ def _knn_internal(
     idx = np.empty((n, k), dtype=np.int64)
     certified = np.empty(n, dtype=np.bool_)
 
-    slack = _certification_slack(geo)
+    slack = certification_slack(geo)
 
     def refine(lo: int, hi: int, keys=cand_keys, ids=cand_ids) -> None:
         kk.refine_candidates(geo.X, geo.s, geo.half_lb, keys, ids, k, d2, idx, certified, lo, hi, *slack)
@@ -291,53 +232,3 @@ def _knn_internal(
             np.matmul(x[rows], x.T, out=strip)
             kk.rescan_rows(strip, rows, geo.X, geo.s, geo.half_lb, d2, idx, *slack)
     return d2, idx
-
-
-def _certification_slack(geo: _Geometry) -> tuple[float, float]:
-    """(relative, absolute) slack of the certification (kk._beyond). Euclidean: none, the
-    stored rows s x are exact (s is a power of two). Cosine: the stored unit rows are
-    s_i x_i rounded to float64, within u ||s_i x_i|| = u of those exact_sq_dist subtracts, and
-    its differences round by u (|s_i x_it| + |s_j x_jt|) more: 4u in distance for the pair,
-    doubled; and its sum of D squares, relative (D + 1) u, doubled. Without it, rows that are
-    nearly parallel (distances near 1e-16) could be certified with a neighbour left out."""
-    if geo.metric == "euclidean":
-        return 0.0, 0.0
-    u = 2.0**-53
-    return 2.0 * (geo.X.shape[1] + 1) * u, 8.0 * u
-
-
-def _to_user_distances(d2: np.ndarray, geo: _Geometry) -> np.ndarray:
-    """Internal squared distances -> Euclidean distances or cosine distances (1 - cos)."""
-    if geo.metric == "euclidean":
-        return np.sqrt(d2) / geo.unit  # unit is a power of two: exact rescaling
-    # internal: |x_i/|x_i| - x_j/|x_j||^2 = 2 (1 - cos)
-    return 0.5 * d2
-
-
-def knn(X, k: int, metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours of every point, the point itself excluded.
-
-    Parameters
-    ----------
-    X : (N, D) float32 or float64 array (integers and float16 are widened exactly).
-    k : number of neighbours, 1 <= k < N.
-    metric : ``"euclidean"`` or ``"cosine"`` (1 - cosine similarity).
-
-    Returns
-    -------
-    distances : (N, k) float64, ascending along each row.
-    indices : (N, k) int64; equal distances are ordered by index.
-
-    The result equals a float64 brute force (see the module docstring for how the float32
-    matrix products are made exact). Duplicated points are *not* removed here: they show
-    up as zero distances.
-    """
-    points = as_points(X)
-    metric = check_metric(metric)
-    n = points.X.shape[0]
-    k = check_int("k", k, minimum=1)
-    if k >= n:
-        raise ValueError(f"k={k} neighbours need at least k + 1 = {k + 1} points; X has {n}. Use a smaller k.")
-    geo = _prepare(points, metric)
-    d2, idx = _knn_internal(geo, k)
-    return _to_user_distances(d2, geo), idx
