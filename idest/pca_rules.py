@@ -10,8 +10,25 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-RULES = ("FO", "Fan", "maxgap", "ratio", "Kaiser", "broken_stick", "participation_ratio")
-_CODES = {name: code for code, name in enumerate(RULES)}
+# Each rule's code is a named constant, and _one dispatches on these names: neither the
+# order of RULES nor the position of a name in any list decides which function runs.
+_FO = 1
+_FAN = 2
+_MAXGAP = 3
+_RATIO = 4
+_KAISER = 5
+_BROKEN_STICK = 6
+_PARTICIPATION_RATIO = 7
+_CODES = {
+    "FO": _FO,
+    "Fan": _FAN,
+    "maxgap": _MAXGAP,
+    "ratio": _RATIO,
+    "Kaiser": _KAISER,
+    "broken_stick": _BROKEN_STICK,
+    "participation_ratio": _PARTICIPATION_RATIO,
+}
+RULES = tuple(_CODES)
 DEFAULTS = {"alpha_fo": 0.05, "alpha_fan": 10.0, "beta_fan": 0.8, "p_fan": 0.95, "alpha_ratio": 0.05}
 
 # numpy semantics for x / 0 (inf or nan), which the gap rules rely on, as skdim's do
@@ -136,19 +153,22 @@ def _participation_ratio(ev):
 
 @nb.njit(**_NB)
 def _one(ev, code, alpha_fo, alpha_fan, beta_fan, p_fan, alpha_ratio):
-    if code == 0:
+    """The rule with this code (one of the named constants; check_rule gives them)."""
+    if code == _FO:
         return float(_fo(ev, alpha_fo))
-    if code == 1:
+    if code == _FAN:
         return float(_fan(ev, alpha_fan, beta_fan, p_fan))
-    if code == 2:
+    if code == _MAXGAP:
         return float(_maxgap(ev))
-    if code == 3:
+    if code == _RATIO:
         return float(_ratio(ev, alpha_ratio))
-    if code == 4:
+    if code == _KAISER:
         return float(_kaiser(ev))
-    if code == 5:
+    if code == _BROKEN_STICK:
         return float(_broken_stick(ev))
-    return _participation_ratio(ev)
+    if code == _PARTICIPATION_RATIO:
+        return _participation_ratio(ev)
+    return np.nan  # no rule has this code (check_rule refuses unknown names first)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -2,11 +2,13 @@
 
 import dataclasses
 import importlib
+import inspect
 
 import numpy as np
 import pytest
 
 import idest
+from idest import pca_rules
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,54 @@ def test_wrappers_are_thin(X):
     g = idest.GRIDE(range_max=16).fit(X)
     np.testing.assert_array_equal(g.dimensions_, idest.gride(X, range_max=16).dimensions)
     assert "range_max=16" in repr(idest.GRIDE(range_max=16))
+
+
+WRAPPERS = {
+    idest.TwoNN: idest.twonn,
+    idest.MLE: idest.mle,
+    idest.PCA: idest.pca,
+    idest.LocalPCA: idest.local_pca,
+    idest.GRIDE: idest.gride,
+}
+
+
+@pytest.mark.parametrize("cls", WRAPPERS, ids=lambda c: c.__name__)
+def test_wrappers_show_their_options_with_the_functions_defaults(cls):
+    # the signature (what help() and completion show) lists every option explicitly, each
+    # with the default the function uses; no hidden **options
+    params = inspect.signature(cls).parameters
+    function_params = inspect.signature(WRAPPERS[cls]).parameters
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    expected = {name: p.default for name, p in function_params.items() if name != "X" and p.kind is not p.VAR_KEYWORD}
+    if cls is idest.LocalPCA:  # the rules' parameters, which local_pca takes as **rule_params
+        expected.update(pca_rules.DEFAULTS)
+    assert {name: p.default for name, p in params.items()} == expected
+    assert set(cls().get_params()) == set(expected)
+    for name in expected:
+        assert name in (cls.__doc__ or ""), name
+
+
+def test_wrappers_set_params_and_clone_as_scikit_learn_does(X):
+    base = pytest.importorskip("sklearn.base")
+    m = idest.MLE(k=10)
+    assert m.set_params(k=12, comb="mean") is m
+    assert m.get_params()["k"] == 12 and m.k == 12
+    assert m.fit(X).dimension_ == idest.mle(X, k=12, comb="mean").dimension
+    copy = base.clone(m)
+    assert type(copy) is idest.MLE and copy.get_params() == m.get_params() and not hasattr(copy, "result_")
+    levels = [0.75, 0.9]
+    p = base.clone(idest.PCA(variance=levels, solver="svd"))
+    assert p.variance == levels and p.solver == "svd"
+    np.testing.assert_array_equal(p.fit(X).result_.dimensions, idest.pca(X, variance=levels, solver="svd").dimensions)
+    lp = idest.LocalPCA(k=20, rule="Fan").set_params(alpha_fan=5.0)
+    assert lp.fit(X).dimension_ == idest.local_pca(X, k=20, rule="Fan", alpha_fan=5.0).dimension
+    assert repr(lp) == "LocalPCA(k=20, rule='Fan', alpha_fan=5.0)"
+    with pytest.raises(ValueError, match=r"Invalid parameter 'kk' for MLE; its parameters are \['k', 'comb'"):
+        m.set_params(kk=3)
+    with pytest.raises(TypeError):
+        idest.TwoNN(fraction=0.2)  # a misspelt option fails at once, not at fit
+    with pytest.raises(ValueError, match="discard_fraction must lie in"):
+        idest.TwoNN(discard_fraction=2.0).fit(X)  # values are checked by the function, at fit
 
 
 def test_bit_identical_repeats(X):
@@ -148,6 +198,23 @@ def test_local_pca_and_rules(X):
     spectrum = idest.pca(X).spectrum
     assert idest.pca_rule(spectrum, "participation_ratio") == pytest.approx(idest.pca(X).participation_ratio, rel=1e-12)
     assert set(idest.PCA_RULES) == {"FO", "Fan", "maxgap", "ratio", "Kaiser", "broken_stick", "participation_ratio"}
+
+
+def test_each_rule_name_runs_its_rule():
+    # closed forms on a spectrum halving at every step (m = 6, total 15.75): a rule that ran
+    # under another rule's name would give another number here
+    ev = np.array([8.0, 4.0, 2.0, 1.0, 0.5, 0.25])
+    expected = {
+        "FO": 5,  # above 0.05 * 8
+        "Kaiser": 2,  # above the mean, 2.625
+        "maxgap": 1,  # every ratio is 2: the first
+        "ratio": 4,  # cumulative shares .51, .76, .89 below alpha_ratio = 0.9, plus one
+        "broken_stick": 2,  # shares .51, .25 above the stick's .41, .24; .13 below .16
+        "participation_ratio": 15.75**2 / np.sum(ev**2),
+    }
+    for rule, value in expected.items():
+        assert idest.pca_rule(ev, rule, alpha_ratio=0.9) == pytest.approx(value, rel=1e-12), rule
+    assert set(expected) | {"Fan"} == set(idest.PCA_RULES)
 
 
 def well_conditioned(n, d, seed):
