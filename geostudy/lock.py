@@ -14,6 +14,7 @@ locked until they have finished too. Without fcntl (Windows) there is no lock.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -29,6 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
 LOCK_FILE = ".lock"
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
 
 
 class RunFolderBusy(StudyError):
@@ -71,6 +73,14 @@ class RunFolderLock:
                 f"the run folder {self.path.parent} is in use by {holder}; wait until it has finished "
                 "(then the same command resumes or reuses its results), or pass another --out"
             ) from None
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in _NO_LOCKS:
+                raise
+            # some network and FUSE file systems cannot lock: run unlocked rather than not at all
+            print(f"warning: the file system of {self.path.parent} cannot lock files ({err.strerror}): "
+                  "make sure no other run uses this folder", file=sys.stderr, flush=True)
+            return
         except BaseException:
             os.close(fd)
             raise

@@ -209,6 +209,22 @@ def test_two_runs_started_on_one_folder_one_works_the_other_is_refused(
     _assert_same_results(out, reference)
 
 
+def test_a_file_system_that_cannot_lock_runs_unlocked_with_a_warning(
+        reference, tiny_model_dir, corpus, options, tmp_path, monkeypatch, capsys):
+    import geostudy.lock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(geostudy.lock.fcntl, "flock", no_locks)
+    out = tmp_path / "nfs"
+    capsys.readouterr()
+    geostudy.run_study(tiny_model_dir, corpus, out, **options)
+    warnings = _warnings(capsys.readouterr().err)
+    assert len(warnings) == 1 and "cannot lock files" in warnings[0]
+    _assert_same_results(out, reference)
+
+
 # --------------------------------------------------------------------------------------------
 # 4. Damaged files are found on resume and redone
 # --------------------------------------------------------------------------------------------
