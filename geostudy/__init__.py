@@ -19,14 +19,30 @@ writes tidy tables (CSV + JSON), plots and a self-contained HTML report.
 
 Bad input (missing or malformed corpus, empty or too long text, unknown site, unwritable output
 folder, model or tokenizer that cannot be loaded) raises `geostudy.StudyError` before any work.
-The command-line entry point is ``python scripts/run_prerun.py``.
+The command line: ``geostudy`` (or ``python -m geostudy``, or ``python scripts/run_prerun.py``).
+
+The package's folders, lowest layer first (each imports only from the layers before it; the
+test tests/test_study_architecture.py checks it):
+
+    errors.py      StudyError
+    runtime/       threads, forked helpers (beside, balance), malloc settings, progress: no science
+    rundir/        the run folder: layout, checks, lock, atomic writes, markers, manifest, disk space
+    corpus.py, sites.py   the inputs: prompts, and which tensors are analysed
+    measure/       geometry, logit lens, estimators, and analyse_cloud joining them
+    store/         the activation store (one safetensors file per prompt)
+    options.py     every option parsed and checked once
+    plan.py        StudyPlan and prepare_study: everything loaded once, before any work
+    outputs/       tables, the figure list, drawing, the report
+    pipeline/      the executor interface, per-prompt and pooled tasks, resume checks, execute
+    cli.py         the command line
 """
 
-from . import tables
 from .corpus import SHIPPED_CORPUS, Corpus, Prompt, load_corpus
 from .errors import StudyError
-from .estimators import ESTIMATORS, EstimatorSettings
-from .run import StudyPlan, execute, prepare_study, run_study
+from .measure.estimators import ESTIMATORS, EstimatorSettings
+from .outputs import tables
+from .pipeline.study import execute, run_study
+from .plan import StudyPlan, prepare_study
 from .sites import Site, default_site_names, resolve_sites
 
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -103,7 +104,9 @@ def main() -> int:
         print("machine speed:", speed_before)
         print("running:", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd)
+        # the study imports geostudy from this repository (no script edits sys.path)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        proc = subprocess.run(cmd, env=env)
         wall = time.perf_counter() - t0
         speed_after = machine_speed()
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -34,6 +34,8 @@ from geostudy import StudyError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "run_prerun.py"
+# the scripts import geostudy from the repository (they do not edit sys.path)
+SCRIPT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 SITES = "blocks.0.hook_resid_pre,blocks.1.mlp.hook_post,blocks.1.hook_resid_post"
 POOLED_SITE = "blocks.1.hook_resid_post"
 
@@ -139,7 +141,7 @@ def test_a_hostile_corpus_name_gives_one_safe_folder_name(name, tiny_model_dir, 
 _HOLDER = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from geostudy.lock import RunFolderLock
+from geostudy.rundir.lock import RunFolderLock
 RunFolderLock(sys.argv[2]).acquire()
 print("held", flush=True)
 sys.stdin.read()
@@ -165,7 +167,7 @@ def test_a_second_run_on_a_held_folder_exits_2_at_once_naming_the_holder(
     try:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, str(SCRIPT), *_cli(tiny_model_dir, gpt2_vocab_dir, corpus, out)],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, env=SCRIPT_ENV)
         elapsed = time.perf_counter() - t0
     finally:
         holder.stdin.close()
@@ -196,7 +198,7 @@ def test_two_runs_started_on_one_folder_one_works_the_other_is_refused(
     out = tmp_path / "shared"
     second = geostudy.prepare_study(tiny_model_dir, corpus, out, **options)  # ready before the first starts
     first = subprocess.Popen([sys.executable, str(SCRIPT), *_cli(tiny_model_dir, gpt2_vocab_dir, corpus, out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SCRIPT_ENV)
     deadline = time.time() + 120
     while not (out / "manifest.json").is_file():  # the first file a run writes, holding the lock
         assert first.poll() is None, first.communicate()
@@ -211,12 +213,12 @@ def test_two_runs_started_on_one_folder_one_works_the_other_is_refused(
 
 def test_a_file_system_that_cannot_lock_runs_unlocked_with_a_warning(
         reference, tiny_model_dir, corpus, options, tmp_path, monkeypatch, capsys):
-    import geostudy.lock
+    import geostudy.rundir.lock
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
-    monkeypatch.setattr(geostudy.lock.fcntl, "flock", no_locks)
+    monkeypatch.setattr(geostudy.rundir.lock.fcntl, "flock", no_locks)
     out = tmp_path / "nfs"
     capsys.readouterr()
     geostudy.run_study(tiny_model_dir, corpus, out, **options)
@@ -274,8 +276,8 @@ def test_a_damaged_finished_file_is_redone_with_one_warning(how, reference, tiny
 def test_pooled_results_are_redone_when_their_inputs_changed(reference, tiny_model_dir, corpus, options, tmp_path, capsys):
     """A prompt redone with other activations (as another version of the code would give) makes
     the pooled results of every site stale: they are recomputed from the current files."""
-    from geostudy.extract import load_cloud, save_activations
-    from geostudy.integrity import checksum_file, write_marker
+    from geostudy.rundir.integrity import checksum_file, write_marker
+    from geostudy.store.activations import load_cloud, save_activations
 
     out = _copy(reference, tmp_path)
     plan = geostudy.prepare_study(tiny_model_dir, corpus, out, **options)
@@ -300,7 +302,7 @@ def test_pooled_results_are_redone_when_their_inputs_changed(reference, tiny_mod
 
 
 def test_reading_a_damaged_activation_file_names_it(reference, tmp_path):
-    from geostudy.extract import load_cloud
+    from geostudy.store.activations import load_cloud
 
     path = tmp_path / "damaged.safetensors"
     data = (reference / "activations" / "music-word_list.safetensors").read_bytes()
@@ -332,10 +334,10 @@ def _fail_on_call(real, n: int):
 
 def test_a_full_disk_while_saving_activations_stops_with_one_line_then_resumes(
         reference, tiny_model_dir, corpus, options, tmp_path, monkeypatch):
-    import geostudy.extract
+    import geostudy.store.activations
 
     out = tmp_path / "full"
-    monkeypatch.setattr(geostudy.extract, "write_safetensors", _fail_on_call(geostudy.extract.write_safetensors, 2))
+    monkeypatch.setattr(geostudy.store.activations, "write_safetensors", _fail_on_call(geostudy.store.activations.write_safetensors, 2))
     with pytest.raises(StudyError) as err:
         geostudy.run_study(tiny_model_dir, corpus, out, **options)
     message = str(err.value)
@@ -352,10 +354,10 @@ _FULL_DISK_DRIVER = """
 import errno, os, sys
 sys.path.insert(0, sys.argv[1])
 sys.argv = [sys.argv[2]] + sys.argv[3:]
-import geostudy.extract
+import geostudy.store.activations
 def full(path, *args, **kw):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-geostudy.extract.write_safetensors = full
+geostudy.store.activations.write_safetensors = full
 sys.path.insert(0, os.path.dirname(sys.argv[0]))
 import run_prerun
 sys.exit(run_prerun.main())
@@ -374,9 +376,9 @@ def test_the_script_on_a_full_disk_exits_2_with_one_line(tiny_model_dir, gpt2_vo
 
 def test_a_full_disk_in_the_forked_table_writer_gives_one_line_and_no_traceback(
         reference, tiny_model_dir, corpus, options, tmp_path, monkeypatch, capfd):
-    import geostudy.fsio
+    import geostudy.rundir.fsio
 
-    real = geostudy.fsio.atomic_write_with
+    real = geostudy.rundir.fsio.atomic_write_with
 
     def tables_full(path, write):
         if Path(path).parent.name == "tables":
@@ -385,7 +387,7 @@ def test_a_full_disk_in_the_forked_table_writer_gives_one_line_and_no_traceback(
 
     out = _copy(reference, tmp_path)
     shutil.rmtree(out / "tables")
-    monkeypatch.setattr(geostudy.fsio, "atomic_write_with", tables_full)
+    monkeypatch.setattr(geostudy.rundir.fsio, "atomic_write_with", tables_full)
     capfd.readouterr()
     with pytest.raises(StudyError, match=r"no space left on the disk .*\(writing .*tables/.*resume") as err:
         geostudy.run_study(tiny_model_dir, corpus, out, **options)
@@ -398,11 +400,11 @@ def test_a_full_disk_in_the_forked_table_writer_gives_one_line_and_no_traceback(
 
 
 def test_too_little_free_space_is_refused_before_any_work(tiny_model_dir, corpus, options, tmp_path, monkeypatch):
-    import geostudy.diskspace
-    import geostudy.run
+    import geostudy.pipeline.resume
+    import geostudy.rundir.diskspace
 
-    monkeypatch.setattr(geostudy.run, "free_bytes", lambda folder: 50_000)
-    monkeypatch.setattr(geostudy.diskspace, "free_bytes", lambda folder: 50_000)
+    monkeypatch.setattr(geostudy.pipeline.resume, "free_bytes", lambda folder: 50_000)
+    monkeypatch.setattr(geostudy.rundir.diskspace, "free_bytes", lambda folder: 50_000)
     out = tmp_path / "small"
     with pytest.raises(StudyError, match=r"^not enough free space on the disk .* needs about .* and 48\.8 KiB is free"):
         geostudy.run_study(tiny_model_dir, corpus, out, **options)
@@ -430,16 +432,16 @@ def test_a_real_full_disk_exits_2_with_one_line_and_resumes_once_there_is_room(
     out = tiny_tmpfs / "run"
     plan = geostudy.prepare_study(tiny_model_dir, corpus, out, **options)
     # room for the activation files (so that the early check lets the run start), not for the rest
-    room = geostudy.run.space_needed(plan).activations + 2**16
+    room = geostudy.pipeline.resume.space_needed(plan).activations + 2**16
     subprocess.run(["mount", "-o", f"remount,size={room}", str(tiny_tmpfs)], check=True)
     args = [sys.executable, str(SCRIPT), *_cli(tiny_model_dir, gpt2_vocab_dir, corpus, out)]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=SCRIPT_ENV)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no space left on the disk"), proc.stderr
     assert not list(out.rglob(".*.tmp-*"))
     subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_tmpfs)], check=True)
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=SCRIPT_ENV)
     assert proc.returncode == 0, proc.stderr
     _assert_same_results(out, reference)
 
@@ -468,13 +470,13 @@ def test_a_folder_left_before_the_manifest_is_resumed(left, reference, tiny_mode
 
 
 def test_a_run_killed_before_its_manifest_resumes(reference, tiny_model_dir, corpus, options, tmp_path, monkeypatch):
-    import geostudy.run
+    import geostudy.pipeline.study
 
     def killed(*args, **kw):
         raise KeyboardInterrupt
 
     out = tmp_path / "killed"
-    monkeypatch.setattr(geostudy.run, "_write_manifest", killed)
+    monkeypatch.setattr(geostudy.pipeline.study, "_write_manifest", killed)
     with pytest.raises(KeyboardInterrupt):
         geostudy.run_study(tiny_model_dir, corpus, out, **options)
     monkeypatch.undo()
@@ -487,7 +489,7 @@ def test_a_run_killed_before_its_manifest_resumes(reference, tiny_model_dir, cor
 # --------------------------------------------------------------------------------------------
 
 def test_the_same_activations_saved_twice_are_the_same_bytes(tmp_path):
-    from geostudy.extract import save_activations
+    from geostudy.store.activations import save_activations
 
     rng = np.random.default_rng(3)
     tensors = {"blocks.1.hook_resid_post": rng.standard_normal((9, 64)).astype(np.float32),

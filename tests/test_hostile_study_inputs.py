@@ -24,13 +24,17 @@ from matplotlib.animation import PillowWriter
 from matplotlib.text import Text
 
 import geostudy
-from geostudy import StudyError, load_corpus, plots
-from geostudy.plots import TEXT_LABEL_CHARS, TOKEN_LABEL_CHARS, text_label, token_label
-from geostudy.run import assemble_tables
-from geostudy.tables import TOP_TOKEN_COLUMNS, read_csv
+from geostudy import StudyError, load_corpus
+from geostudy.outputs import drawing
+from geostudy.outputs import figures as figure_list
+from geostudy.outputs.assemble import assemble_tables
+from geostudy.outputs.drawing import TEXT_LABEL_CHARS, TOKEN_LABEL_CHARS, text_label, token_label
+from geostudy.outputs.tables import TOP_TOKEN_COLUMNS, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "run_prerun.py"
+# the scripts import geostudy from the repository (they do not edit sys.path)
+SCRIPT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 LONG_GENRE = "a very long genre name, " * 10  # 240 characters
 HOSTILE_PROMPTS = [
@@ -92,9 +96,9 @@ class _Drawn:
 
 @pytest.fixture
 def drawn(monkeypatch) -> _Drawn:
-    """Record the texts of every PNG (at plots._save) and of every GIF frame (at grab_frame)."""
+    """Record the texts of every PNG (at drawing._save) and of every GIF frame (at grab_frame)."""
     record = _Drawn()
-    real_save, real_grab = plots._save, PillowWriter.grab_frame
+    real_save, real_grab = drawing._save, PillowWriter.grab_frame
 
     def save(fig, path, tight=True):
         record.record(Path(path).name, fig)
@@ -104,7 +108,7 @@ def drawn(monkeypatch) -> _Drawn:
         record.record("gif", self.fig)
         real_grab(self, **kw)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(drawing, "_save", save)
     monkeypatch.setattr(PillowWriter, "grab_frame", grab_frame)
     return record
 
@@ -127,7 +131,7 @@ def test_dollars_backslashes_and_underscores_in_the_corpus_do_not_stop_the_run(r
 
 def test_every_drawn_text_is_literal_and_every_genre_is_in_the_legend(run, plan, drawn, tmp_path):
     tables = assemble_tables(plan)
-    figures = plots.make_plots(plan, tables, tmp_path / "plots", share=False)
+    figures = figure_list.make_plots(plan, tables, tmp_path / "plots", share=False)
     assert set(drawn.texts) >= {p.name for p, _ in figures.values() if p.suffix == ".png"} | {"gif"}
     assert _not_literal(drawn) == []
     # the legend lists every genre as written, a leading '_' included (shortened when long)
@@ -145,7 +149,7 @@ def test_hostile_tokens_in_the_logit_lens_are_drawn_literally_and_short(plan, dr
     rank, token = TOP_TOKEN_COLUMNS.index("rank"), TOP_TOKEN_COLUMNS.index("token")
     for row in tables["lens_top_tokens"]:  # each depth's top-k tokens become the hostile ones
         row[token] = HOSTILE_TOKENS[(row[rank] - 1) % len(HOSTILE_TOKENS)]
-    for figure in plots._figures(plan, tables, tmp_path):
+    for figure in figure_list._figures(plan, tables, tmp_path):
         if figure.key in ("lens_heatmap", "lens_gif"):
             figure.render()  # what make_plots calls, in either process
     assert {"lens_heatmap.png", "gif"} <= set(drawn.texts)
@@ -222,7 +226,8 @@ def test_a_lone_surrogate_exits_2_with_one_line(tmp_path, tiny_model_dir, gpt2_v
     path = tmp_path / "c.json"
     path.write_text('[{"id": "a", "genre": "\\udfff", "text": "Some words here."}]', encoding="utf-8")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--model", str(tiny_model_dir), "--tokenizer", str(gpt2_vocab_dir),
-                           "--corpus", str(path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+                           "--corpus", str(path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
+                          env=SCRIPT_ENV)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "lone surrogate U+DFFF" in proc.stderr and "'genre'" in proc.stderr
@@ -317,8 +322,8 @@ def test_a_beside_child_dies_when_its_parent_is_killed(tmp_path):
     parent_code = f"""
 import os, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from geostudy.beside import Beside
-from geostudy.fsio import atomic_write_text
+from geostudy.rundir.fsio import atomic_write_text
+from geostudy.runtime.beside import Beside
 
 def job():
     atomic_write_text({str(pid_file)!r}, str(os.getpid()))

@@ -18,15 +18,18 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+import geostudy
 import gpt2np
 import idest
-import geostudy
 from geostudy import StudyError, load_corpus
-from geostudy.extract import TOKEN_IDS, load_cloud, pattern_name
-from geostudy.tables import read_csv
+from geostudy.measure import geometry
+from geostudy.outputs.tables import read_csv
+from geostudy.store.activations import TOKEN_IDS, load_cloud, pattern_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "run_prerun.py"
+# the scripts import geostudy from the repository (they do not edit sys.path)
+SCRIPT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 TABLES = ["results", "lens_top_tokens", "spectra", "prompts", "sites", "skipped"]
 
 
@@ -159,10 +162,10 @@ def test_per_prompt_numbers_equal_idest_on_the_saved_activations(run, plan, site
             assert int(_value(rows, p.id, site, "pca_components", repr(level))["value"]) == n
         # PCA: same numbers up to the last bits (LAPACK may split its work differently over threads)
         assert float(_value(rows, p.id, site, "pca_participation_ratio")["value"]) == pytest.approx(pc.participation_ratio, rel=1e-12)
-        geo = geostudy.geometry.describe(X)
+        geo = geometry.describe(X)
         for q, v in geo.items():
             assert float(_value(rows, p.id, site, q)["value"]) == v
-        vol, rank = geostudy.geometry.log_volume(X)  # the SVD route agrees with the table's
+        vol, rank = geometry.log_volume(X)  # the SVD route agrees with the table's
         assert float(_value(rows, p.id, site, "log_volume")["value"]) == pytest.approx(vol, rel=1e-9)
         assert int(_value(rows, p.id, site, "log_volume_rank")["value"]) == rank
 
@@ -181,7 +184,7 @@ def test_pooled_numbers_equal_idest_on_all_saved_tokens(run, plan):
     spectrum = [r for r in read_csv(run / "tables" / "spectra.csv") if (r["prompt_id"], r["site"]) == ("pooled", site)]
     np.testing.assert_allclose([float(r["eigenvalue"]) for r in spectrum], pc.spectrum, rtol=1e-12, atol=1e-12 * pc.spectrum[0])
     assert float(_value(rows, "pooled", site, "mean_pairwise_cosine")["value"]) == pytest.approx(
-        geostudy.geometry.mean_pairwise_cosine(X), rel=1e-12)
+        geometry.mean_pairwise_cosine(X), rel=1e-12)
 
 
 def test_logit_lens_at_the_last_block_is_the_models_own_distribution(run, plan, tiny_model_dir, gpt2_vocab_dir):
@@ -246,7 +249,7 @@ def test_report_is_self_contained_and_links_nothing_missing(run, plan):
 # --------------------------------------------------------------------------------------------
 
 def _script(args, **kw):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(SCRIPT_ENV, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
 

@@ -13,10 +13,11 @@ import pytest
 
 import gpt2np
 import idest
-from geostudy import StudyError, geometry, lens
-from geostudy.fsio import atomic_write_text, remove_stale_temporaries
+from geostudy import StudyError
+from geostudy.measure import geometry, lens
+from geostudy.outputs.tables import read_csv, write_table
+from geostudy.rundir.fsio import atomic_write_text, remove_stale_temporaries
 from geostudy.sites import default_site_names, resolve_sites, site_info
-from geostudy.tables import read_csv, write_table
 
 CFG = gpt2np.PRESETS["gpt2"]
 
@@ -102,8 +103,10 @@ def test_lens_compare_kl_direction_rank_and_top_k():
     layer = rng.standard_normal((2, 50))
     layer[1] = final
     stats = lens.compare(layer, final, k=5)
-    q = np.exp(final - final.max()); q /= q.sum()
-    p = np.exp(layer[0] - layer[0].max()); p /= p.sum()
+    q = np.exp(final - final.max())
+    q /= q.sum()
+    p = np.exp(layer[0] - layer[0].max())
+    p /= p.sum()
     assert stats[0]["kl_to_final"] == pytest.approx(np.sum(q * np.log(q / p)), rel=1e-12)
     assert stats[0]["entropy"] == pytest.approx(-np.sum(p * np.log(p)), rel=1e-12)
     assert stats[0]["cosine_to_final"] == pytest.approx(p @ q / np.linalg.norm(p) / np.linalg.norm(q), rel=1e-12)
@@ -168,7 +171,7 @@ def _json_dumps(columns, rows):
 
 
 def test_table_text_is_what_the_csv_module_and_json_dumps_write():
-    from geostudy.tables import to_csv, to_json
+    from geostudy.outputs.tables import to_csv, to_json
 
     rng = np.random.default_rng(3)
     floats = (rng.standard_normal(50) * 10.0 ** rng.integers(-300, 300, 50)).tolist()
@@ -198,7 +201,7 @@ def test_atomic_write_leaves_no_temporary_and_cleans_stale_ones(tmp_path):
 
 
 def test_a_job_beside_writes_its_file_or_reports_its_failure(tmp_path):
-    from geostudy.beside import Beside
+    from geostudy.runtime.beside import Beside
 
     target = tmp_path / "table.csv"
     job = Beside(lambda: atomic_write_text(target, "a,b\n1,2\n"), "writing a table")
@@ -212,7 +215,7 @@ def test_a_job_beside_writes_its_file_or_reports_its_failure(tmp_path):
 def test_malloc_tuning_takes_on_glibc_and_is_a_no_op_elsewhere():
     import platform
 
-    from geostudy.malloc import keep_freed_memory
+    from geostudy.runtime.malloc import keep_freed_memory
 
     on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is on_glibc

@@ -23,7 +23,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from .errors import StudyError
+from ..errors import StudyError
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 

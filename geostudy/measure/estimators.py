@@ -69,8 +69,9 @@ def _no_timer(stage):
     return nullcontext()
 
 
-def estimate(X: np.ndarray, settings: EstimatorSettings, need_spectrum: bool = True, timer=None, prefix: str = "") -> Estimates:
-    """Run the chosen estimators on X; `timer(stage)` (a context manager) times each one."""
+def estimate(X: np.ndarray, settings: EstimatorSettings, timer=None, prefix: str = "") -> Estimates:
+    """Run the chosen estimators on X, and always the covariance spectrum (the log-volume reads
+    it); `timer(stage)` (a context manager) times each step."""
     timer = timer or _no_timer
     out = Estimates()
     chosen = settings.estimators
@@ -85,7 +86,7 @@ def estimate(X: np.ndarray, settings: EstimatorSettings, need_spectrum: bool = T
             if "gride" in chosen:
                 _gride(nb, settings, out)
     with timer(prefix + "pca"):
-        _pca(X, settings, out, need_spectrum)
+        _pca(X, settings, out)
     return out
 
 
@@ -131,7 +132,8 @@ def _gride(nb, settings, out):
         out.skipped.append(("gride", str(err)))
 
 
-def _pca(X, settings, out, need_spectrum):
+def _pca(X, settings, out):
+    """PCA when chosen (its spectrum comes with it); otherwise the spectrum alone."""
     if "pca" in settings.estimators:
         try:
             r = idest.pca(X, variance=list(settings.pca_levels), solver=settings.pca_solver)
@@ -141,7 +143,7 @@ def _pca(X, settings, out, need_spectrum):
             out.spectrum, out.explained = r.spectrum, r.explained_variance_ratio
         except ValueError as err:
             out.skipped.append(("pca", str(err)))
-    elif need_spectrum:
+    else:
         try:
             out.spectrum = idest.spectrum(X, solver=settings.pca_solver)
             out.explained = out.spectrum / out.spectrum.sum()

@@ -12,7 +12,8 @@ Measured with 8 prompts of the shipped corpus on a 2-core VM, alternating runs: 
 14-17 s -> 10-12 s, wall time 4-5 s shorter, peak resident memory unchanged.
 
 This is process-wide tuning, so the library never does it on its own:
-`scripts/run_prerun.py` calls `keep_freed_memory()` before the study starts.
+the command line (`geostudy.cli.main`, behind `scripts/run_prerun.py` and `geostudy`) calls
+`keep_freed_memory()` before the study starts.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""The study's figures (PNG, and one animated GIF), drawn headless with matplotlib.
+"""How each figure is drawn (PNG, and one animated GIF), headless with matplotlib; which
+figures a study gets, with their captions, is figures.py's business.
 
 Every figure is built from the result tables and the saved activations only, so a resumed run
-draws the same figures. `make_plots` returns {figure key: (path, caption)}.
+draws the same figures.
 
 Every text is drawn literally, whatever it holds: a genre such as "costs $5 and $6" or a token
 "$$" must not be read as maths (matplotlib's default for text between two dollar signs, which
-fails on most such strings). Each figure is drawn under LITERAL_TEXT (see _Figure.render), so
-no text of ours is ever parsed, and the one axis whose tick labels matplotlib writes as maths
+fails on most such strings). Each figure is drawn under LITERAL_TEXT (see figures.Figure.render),
+so no text of ours is ever parsed, and the one axis whose tick labels matplotlib writes as maths
 (the logit lens' log scale) gets plain-number labels instead. User text is also shortened to a
 label's length (token_label, text_label), and the legend is collected by hand, because
 matplotlib leaves out of legends every label that starts with "_".
@@ -16,9 +17,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -30,19 +28,17 @@ from matplotlib.animation import PillowWriter  # noqa: E402
 from matplotlib.colors import PowerNorm  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
+import gpt2np  # noqa: E402
 from gpt2np.names import BLOCK_SITES  # noqa: E402
 
-from .analysis import FINAL_SITE  # noqa: E402
-from .beside import Beside  # noqa: E402
-from .corpus import POOLED_ID  # noqa: E402
-from .extract import load_tensor, pattern_name  # noqa: E402
-from .fsio import atomic_write_with, read_json  # noqa: E402
-from .sites import EMBEDDINGS_SITE, site_info  # noqa: E402
+from ..corpus import POOLED_ID  # noqa: E402
+from ..measure.analysis import FINAL_SITE  # noqa: E402
+from ..rundir.fsio import atomic_write_with  # noqa: E402
+from ..sites import EMBEDDINGS_SITE, site_info  # noqa: E402
+from ..store.activations import load_clouds, load_tensor, pattern_name  # noqa: E402
 from .tables import RESULT_COLUMNS  # noqa: E402
-from .threads import blas_single_thread  # noqa: E402
 
 DPI = 110
-GRIDE_PLOT_SCALE = 8  # the GRIDE neighbour order n1 shown against depth (n2 = 16)
 _C = {c: i for i, c in enumerate(RESULT_COLUMNS)}
 _ORDER = [s for s, _, _ in BLOCK_SITES]
 # Drawn text is never maths nor LaTeX, whatever the user's matplotlibrc says: dollar signs,
@@ -148,9 +144,9 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
                  per_genre: bool = True, pooled: bool = True) -> None:
     """One panel per sub-layer; per genre the mean over its prompts (error bars: standard
     deviation across them), the pooled corpus in black (error bars: the estimator's own).
-    The caller draws it only for a quantity with sites (_plotted_sites)."""
+    The caller draws it only for a quantity with sites (plotted_sites)."""
     cfg = plan.cfg
-    names = _plotted_sites(plan, res, quantity)
+    names = plotted_sites(plan, res, quantity)
     panels, embeds = _panels(names, cfg)
     if not panels:
         panels = [("embeddings", "embeddings", [])]
@@ -213,14 +209,12 @@ def _finish(fig, legend: dict, title: str, path: Path, legend_columns: int) -> N
     _save(fig, path, tight=False)
 
 
-def _plotted_sites(plan, res: Results, quantity: str) -> list[str]:
+def plotted_sites(plan, res: Results, quantity: str) -> list[str]:
     """The sites with a value of `quantity`, in depth order (the model's output left out)."""
     return _site_order(plan, [s for s in res.sites_by_quantity.get(quantity, ()) if s != FINAL_SITE])
 
 
 def _site_order(plan, names):
-    import gpt2np
-
     order = gpt2np.hook_names(plan.cfg) + [FINAL_SITE]
     return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
@@ -228,9 +222,9 @@ def _site_order(plan, names):
 def multi_line_figure(plan, res: Results, quantity: str, params: list, param_label, ylabel: str,
                       title: str, path: Path, with_errors: bool) -> None:
     """Pooled corpus only: one panel per sub-layer, one line per parameter value. The caller
-    draws it only for a quantity with sites (_plotted_sites) and some parameter values."""
+    draws it only for a quantity with sites (plotted_sites) and some parameter values."""
     cfg = plan.cfg
-    names = _plotted_sites(plan, res, quantity)
+    names = plotted_sites(plan, res, quantity)
     panels, embeds = _panels(names, cfg)
     fig, axes = _grid(max(1, len(panels)))
     cmap = plt.get_cmap("viridis")
@@ -384,9 +378,7 @@ def attention_grid(plan, tokens: list[str], path: Path) -> None:
 def pca_scatter(plan, path: Path, max_points: int = 4000) -> None:
     """The pooled token cloud at one site on its first three principal components, coloured
     by each token's position in its prompt."""
-    from .run import load_pooled_cloud
-
-    X, _ = load_pooled_cloud(plan, plan.scatter_site)
+    X = np.concatenate(load_clouds([plan.act_path(p.id) for p in plan.corpus], plan.scatter_site, plan.kept))
     positions = np.concatenate(plan.kept)
     Xc = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)
     cov = Xc.T @ Xc / (Xc.shape[0] - 1)
@@ -408,143 +400,3 @@ def pca_scatter(plan, path: Path, max_points: int = 4000) -> None:
     ax.set_title(f"Token cloud {label}\nfirst three principal components, all prompts "
                  f"({pick.size} of {X.shape[0]} tokens shown)", fontsize=10)
     _save(fig, path)
-
-
-@dataclass(frozen=True)
-class _Figure:
-    """One file to draw: `draw()` writes it. `cost` (seconds, roughly, as measured on the
-    shipped corpus) shares the figures between two processes; `uses_blas` keeps a figure in
-    this process (BLAS threads do not survive a fork)."""
-
-    key: str
-    path: Path
-    caption: str
-    draw: Callable[[], object]
-    cost: float = 1.0
-    uses_blas: bool = False
-
-    def render(self) -> None:
-        """Draw the file with every text literal (LITERAL_TEXT: never maths, never LaTeX)."""
-        with matplotlib.rc_context(LITERAL_TEXT):
-            self.draw()
-
-
-def make_plots(plan, tables: dict, folder: Path, share: bool = True) -> dict[str, tuple[Path, str]]:
-    """Draw every figure; returns {figure key: (path, caption)} in a fixed order. With `share`,
-    a forked child draws about half of them while this process draws the rest (matplotlib
-    holds the GIL: threads would not overlap); each figure is the same file either way."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    figures = _figures(plan, tables, folder)
-    mine, theirs = _share_out(figures) if share else (figures, [])
-    child = Beside(lambda: [f.render() for f in theirs], "drawing the plots") if theirs else None
-    # One BLAS thread, shared or not (the same numbers either way): a second thread would spin
-    # on the child's core (measured: the 3-D scatter took 7.9 s beside the child, 0.6 s alone).
-    with blas_single_thread():
-        for f in mine:
-            f.render()
-    if child is not None:
-        child.wait()
-    return {f.key: (f.path, f.caption) for f in figures}
-
-
-def _share_out(figures: list[_Figure]) -> tuple[list[_Figure], list[_Figure]]:
-    """(this process's figures, the child's): costliest first, each to the lighter side; the
-    BLAS users stay here."""
-    mine = [f for f in figures if f.uses_blas]
-    theirs: list[_Figure] = []
-    mine_cost, their_cost = sum(f.cost for f in mine), 0.0
-    for f in sorted((f for f in figures if not f.uses_blas), key=lambda f: -f.cost):
-        if mine_cost <= their_cost:
-            mine.append(f)
-            mine_cost += f.cost
-        else:
-            theirs.append(f)
-            their_cost += f.cost
-    return mine, theirs
-
-
-def _figures(plan, tables: dict, folder: Path) -> list[_Figure]:
-    """The figures this study's results can fill, in report order."""
-    res = Results(tables["results"])
-    figs: list[_Figure] = []
-    err_note = ("Per genre: the mean over the genre's prompts, error bars one standard deviation across "
-                "them. Black: the pooled corpus (all tokens of all prompts)")
-
-    def depth(key, quantity, param, ylabel, title, caption, **kw):
-        if _plotted_sites(plan, res, quantity):
-            path = folder / f"{key}.png"
-            draw = partial(depth_figure, plan, res, quantity, param, ylabel, title, path, **kw)
-            # the logit lens has two sub-layers (two panels), the other quantities six
-            figs.append(_Figure(key, path, caption, draw, cost=0.3 if quantity.startswith("lens_") else 0.9))
-
-    def multi_line(key, quantity, params, param_label, ylabel, title, caption, with_errors):
-        if _plotted_sites(plan, res, quantity) and params:
-            path = folder / f"{key}.png"
-            draw = partial(multi_line_figure, plan, res, quantity, params, param_label, ylabel, title, path, with_errors)
-            figs.append(_Figure(key, path, caption, draw, cost=0.8))
-
-    est = set(plan.settings.estimators) | set(plan.pooled_settings.estimators)
-    if "twonn" in est:
-        depth("id_twonn", "id_twonn", None, "TwoNN ID", "Intrinsic dimension (TwoNN) against depth",
-              err_note + ", error bars TwoNN's asymptotic standard error.")
-    if "mle" in est:
-        depth("id_mle", "id_mle", None, f"MLE ID (k={plan.settings.mle_k})", "Intrinsic dimension (MLE) against depth",
-              err_note + ", error bars the standard error across points.")
-    if "gride" in est:
-        depth("id_gride", "id_gride", GRIDE_PLOT_SCALE, f"GRIDE ID (n1={GRIDE_PLOT_SCALE}, n2={2 * GRIDE_PLOT_SCALE})",
-              f"Intrinsic dimension (GRIDE at neighbour orders {GRIDE_PLOT_SCALE} and {2 * GRIDE_PLOT_SCALE}) against depth",
-              err_note + ", error bars GRIDE's standard error. Prompts too short for this scale are left out.")
-        scales = sorted({p for (pid, s, q, p) in res.value if pid == POOLED_ID and q == "id_gride"})
-        multi_line("id_gride_scales", "id_gride", scales, lambda n: f"n1={n}, n2={2 * n}", "GRIDE ID",
-                   "GRIDE intrinsic dimension of the pooled corpus at each scale",
-                   "Pooled corpus: GRIDE at neighbour orders n1 = 1, 2, 4, ... (n2 = 2 n1); larger orders probe the "
-                   "cloud at larger distances. Error bars: GRIDE's standard error.", True)
-    if "pca" in est:
-        multi_line("pca_components", "pca_components", list(plan.settings.pca_levels), lambda v: f"{v:.0%} of variance",
-                   "components", "Principal components needed for each share of the variance (pooled corpus)",
-                   "Pooled corpus: the number of principal components whose eigenvalues add up to each share of the "
-                   "total variance.", False)
-        depth("pca_components_90", "pca_components", 0.9, "components for 90% of variance",
-              "Principal components for 90% of the variance against depth", err_note + ".")
-        depth("pca_participation_ratio", "pca_participation_ratio", None, "participation ratio",
-              "Participation ratio (sum of eigenvalues)^2 / sum of squares", err_note + ".")
-    depth("norms", "mean_centred_norm", None, "mean |x - mean|", "Mean norm of the centred token vectors", err_note + ".")
-    depth("cosine_to_last", "cosine_to_last", None, "mean cos(x_i, x_last)",
-          "Mean cosine similarity of each token to the last token", err_note + " (for the pooled corpus: each token "
-          "against its own prompt's last token).")
-    depth("pairwise_cosine", "mean_pairwise_cosine", None, "mean pairwise cosine",
-          "Anisotropy: mean cosine similarity over all pairs of tokens", err_note + ".")
-    depth("log_volume", "log_volume", None, "log-volume per token", "Log-volume of the centred token cloud, per token",
-          err_note + ".")
-    depth("lens_kl_last", "lens_kl_to_final", None, "KL(final || layer), nats",
-          "Logit lens, last token: KL divergence from the final distribution", "Per genre: mean over the genre's "
-          "prompts of the last token's KL(final || layer) (error bars: standard deviation).", pooled=False)
-    if plan.lens_positions != 0:
-        depth("lens_kl_all", "lens_mean_kl_all_positions", None, "mean KL(final || layer), nats",
-              "Logit lens over positions: mean KL divergence from the final distribution",
-              "Per prompt the mean over the sampled positions; per genre the mean over prompts (error bars: standard "
-              "deviation); black: the mean over every sampled position of the corpus.")
-        depth("lens_agreement", "lens_top1_agreement_all_positions", None, "top-1 agreement with the output",
-              "Logit lens over positions: how often the top-1 token already equals the model's",
-              "Fraction of sampled positions whose top-1 token at this depth is the model's final top-1 token.")
-    focus = read_json(plan.result_path(plan.focus.id))
-    top_rows = tables["lens_top_tokens"]
-    path = folder / "lens_heatmap.png"
-    figs.append(_Figure("lens_heatmap", path, "Rows: where the residual stream of the last token is read (after each "
-                        "block's attention, after each block) and the model's own output; columns: the model's final "
-                        f"top-{plan.top_k} tokens; colour and number: their probability at that depth.",
-                        partial(lens_heatmap, plan, focus, top_rows, path), cost=1.0))
-    path = folder / "lens_top_tokens.gif"
-    figs.append(_Figure("lens_gif", path,
-                        "The last token's top tokens and their probabilities, depth by depth (animated).",
-                        partial(lens_gif, plan, top_rows, path), cost=3.3))
-    path = folder / f"attention_block{plan.attention_block}.png"
-    figs.append(_Figure("attention", path,
-                        f"Attention pattern of each head of block {plan.attention_block} on {plan.focus.id!r}.",
-                        partial(attention_grid, plan, focus["tokens"], path), cost=1.2))
-    path = folder / f"pca3d_{plan.scatter_site}.png"
-    figs.append(_Figure("pca3d", path,
-                        "The pooled token cloud on its first three principal components, coloured by position.",
-                        partial(pca_scatter, plan, path), cost=1.2, uses_blas=True))
-    return figs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import geometry, lens
-from .estimators import EstimatorSettings, Estimates, estimate
+from .estimators import Estimates, EstimatorSettings, estimate
 
 FINAL_SITE = "logits"  # the model's own output distribution, in the lens tables
 
@@ -24,7 +24,7 @@ def analyse_cloud(X: np.ndarray, settings: EstimatorSettings, cosine_to_last: fl
     geo = geometry.describe(X)
     if cosine_to_last is not None:
         geo["cosine_to_last"] = cosine_to_last
-    est = estimate(X, settings, need_spectrum=True, timer=timer, prefix=prefix)
+    est = estimate(X, settings, timer=timer, prefix=prefix)
     items = [(q, None, v, None) for q, v in geo.items()]
     items += est.items
     if est.spectrum is not None:

@@ -10,7 +10,7 @@ process holding the run folder's lock may call it: the temporaries may be anothe
 A full disk (ENOSPC, or EDQUOT: over quota) is noted in memory shared with forked children
 (`disk_full_guard`), so that the study can say "the disk is full" in one line, whichever process
 met it; a forked child that meets it inside the guard exits at once with DISK_FULL_EXIT instead
-of printing a traceback (its parent reports the disk, see geostudy.run.execute).
+of printing a traceback (its parent reports the disk, see geostudy.pipeline.study.execute).
 """
 
 from __future__ import annotations

@@ -13,10 +13,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import StudyError
+
 _HEADER_BYTES = 4096  # a safetensors header: about 100 bytes per tensor
 _BYTES_PER_NUMBER_AS_TEXT = 3 * 24  # a spectrum number, in the results json and the csv + json tables
 _BYTES_PER_RESULT_ROW = 3 * 160  # one row of the results table, likewise
 _FIGURES_BYTES = 40 * 2**20  # plots, GIF and report: a few dozen MB at most
+
+
+class DiskFullError(StudyError):
+    """The run folder's disk is full: the message says how much space the run needs."""
 
 
 @dataclass(frozen=True)

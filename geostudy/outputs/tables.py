@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from .fsio import atomic_write_text
+from ..rundir.fsio import atomic_write_text
 
 # The main table: one row per prompt (or the pooled corpus) x site x quantity (x parameter).
 RESULT_COLUMNS = [
@@ -102,8 +102,8 @@ def to_json(columns: list[str], rows) -> str:
     return _render(columns, rows)[1]
 
 
-def write_table(folder: Path, name: str, columns: list[str], rows, json_too: bool = True) -> list[Path]:
-    """Write folder/name.csv (and name.json); returns the paths."""
+def write_table(folder: Path, name: str, columns: list[str], rows) -> list[Path]:
+    """Write folder/name.csv and folder/name.json; returns the two paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
@@ -111,11 +111,9 @@ def write_table(folder: Path, name: str, columns: list[str], rows, json_too: boo
         if len(row) != len(columns):
             raise ValueError(f"table {name}: a row has {len(row)} cells for {len(columns)} columns: {row!r}")
     csv_text, json_text = _render(columns, rows)
-    paths = [folder / f"{name}.csv"]
+    paths = [folder / f"{name}.csv", folder / f"{name}.json"]
     atomic_write_text(paths[0], csv_text)
-    if json_too:
-        paths.append(folder / f"{name}.json")
-        atomic_write_text(paths[1], json_text)
+    atomic_write_text(paths[1], json_text)
     return paths
 
 

@@ -60,11 +60,12 @@ def _dist_version(name: str) -> str:
         return "not installed"
 
 
+GEOSTUDY_DIR = Path(__file__).resolve().parents[1]  # this package's source, without importing it
+
+
 def versions() -> dict:
     import gpt2np
     import idest
-
-    import geostudy
 
     out = {
         "python": sys.version.split()[0],
@@ -72,8 +73,9 @@ def versions() -> dict:
     }
     for dist in ("numpy", "safetensors", "tokenizers", "huggingface-hub", "numba", "matplotlib"):
         out[dist] = _dist_version(dist)
-    for mod in (gpt2np, idest, geostudy):
-        out[mod.__name__ + "_source_sha256"] = source_hash(Path(mod.__file__).parent)
+    for name, folder in (("gpt2np", Path(gpt2np.__file__).parent), ("idest", Path(idest.__file__).parent),
+                         ("geostudy", GEOSTUDY_DIR)):
+        out[name + "_source_sha256"] = source_hash(folder)
     return out
 
 

@@ -9,11 +9,13 @@ import html
 import math
 from pathlib import Path
 
-from .analysis import FINAL_SITE
-from .corpus import POOLED_ID
-from .fsio import atomic_write_text
-from .run import MANIFEST, TABLE_DIR
-from .sites import site_info
+from ..corpus import POOLED_ID
+from ..measure.analysis import FINAL_SITE
+from ..plan import StudyPlan
+from ..rundir.fsio import atomic_write_text
+from ..rundir.layout import MANIFEST, TABLE_DIR
+from ..sites import site_info
+from .figures import gride_headline_scale, pca_headline_level
 from .tables import RESULT_COLUMNS, TOP_TOKEN_COLUMNS
 
 _C = {c: i for i, c in enumerate(RESULT_COLUMNS)}
@@ -55,6 +57,32 @@ def _fmt(v, digits: int = 3) -> str:
     return _e(v)
 
 
+def _levels_text(levels) -> str:
+    """(0.75, 0.8, 0.9) -> "75, 80 and 90%"."""
+    shown = [f"{100 * v:g}" for v in levels]
+    return (", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "".join(shown)) + "%"
+
+
+# What each idest.pca solver computes, in the report's words.
+_SOLVERS = {
+    "covariance": (
+        "computed in float64 as the eigenvalues of the smaller of the D × D covariance and the N × N Gram "
+        "matrix (the same non-zero eigenvalues; <code>idest.pca(X, solver=\"covariance\")</code>). Eigenvalues "
+        "below about max(N, D)·ε·λ<sub>max</sub> (ε = 2.2·10<sup>−16</sup>) are not resolved by this solver and are "
+        "set to zero."),
+    "svd": (
+        "computed in float64 as the squared singular values of the centred cloud divided by N − 1 "
+        "(<code>idest.pca(X, solver=\"svd\")</code>), which resolves the small eigenvalues of the tail too."),
+    "auto": (
+        "computed in float64 by <code>idest.pca(X, solver=\"auto\")</code>: from the covariance when there are at "
+        "least ten times more points than dimensions, else from the singular values of the centred cloud."),
+}
+
+
+def _solver_text(solver: str) -> str:
+    return _SOLVERS.get(solver, f"computed by <code>idest.pca(X, solver={_e(repr(solver))})</code>.")
+
+
 def _img(path: Path, caption: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     mime = _MIME.get(Path(path).suffix.lower(), "application/octet-stream")
@@ -72,7 +100,7 @@ def _table(headers: list[str], rows: list[list], left: int = 1) -> str:
     return "".join(out)
 
 
-def _pooled_table(plan, tables) -> str:
+def _pooled_table(plan: StudyPlan, tables) -> str:
     idx = {}
     for r in tables["results"]:
         if r[_C["prompt_id"]] == POOLED_ID:
@@ -84,18 +112,19 @@ def _pooled_table(plan, tables) -> str:
             return ""
         return _fmt(v, 2) + (f" ± {_fmt(e, 2)}" if e is not None else "")
 
-    headers = ["site", "name", "TwoNN", "MLE", "GRIDE n1=8", "PCA 90%", "part. ratio", "mean |x−μ|",
+    n1, level = gride_headline_scale(plan.pooled_settings), pca_headline_level(plan.pooled_settings)
+    headers = ["site", "name", "TwoNN", "MLE", f"GRIDE n1={n1}", f"PCA {level:.0%}", "part. ratio", "mean |x−μ|",
                "pairwise cos", "log-volume"]
     rows = []
     for s in plan.sites:
         rows.append([_e(s.label), f"<code>{_e(s.name)}</code>", ve(s.name, "id_twonn"), ve(s.name, "id_mle"),
-                     ve(s.name, "id_gride", 8), ve(s.name, "pca_components", 0.9),
+                     ve(s.name, "id_gride", n1), ve(s.name, "pca_components", level),
                      ve(s.name, "pca_participation_ratio"), ve(s.name, "mean_centred_norm"),
                      ve(s.name, "mean_pairwise_cosine"), ve(s.name, "log_volume")])
     return _table(headers, rows, left=2)
 
 
-def _lens_table(plan, tables) -> str:
+def _lens_table(plan: StudyPlan, tables) -> str:
     idx, top = {}, {}
     for r in tables["results"]:
         if r[_C["prompt_id"]] == plan.focus.id and r[_C["quantity"]].startswith("lens_"):
@@ -121,7 +150,7 @@ def _lens_table(plan, tables) -> str:
     return _table(headers, rows, left=2)
 
 
-def _links(plan, out: Path) -> str:
+def _links(out: Path) -> str:
     items = []
     for name in ("results", "lens_top_tokens", "spectra", "prompts", "sites", "skipped"):
         for ext in ("csv", "json"):
@@ -134,7 +163,8 @@ def _links(plan, out: Path) -> str:
     return " · ".join(items)
 
 
-def write_report(plan, tables: dict, figures: dict, path: Path) -> None:
+def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> None:
+    """The report, with whatever figures were drawn ({} without plots: tables and text only)."""
     out = Path(path).parent
     m = plan.model_info
     cfg = plan.cfg
@@ -177,7 +207,7 @@ def write_report(plan, tables: dict, figures: dict, path: Path) -> None:
         f"Corpus: <code>{_e(plan.corpus.source)}</code>, {len(plan.corpus)} prompts "
         f"({', '.join(_e(g or '—') for g in plan.corpus.genres)}), {n_tokens} tokens, of which {n_points} are "
         f"analysed. {len(plan.sites)} sites, from <em>{_e(plan.sites[0].label)}</em> to "
-        f"<em>{_e(plan.sites[-1].label)}</em>. Everything is in the run folder: {_links(plan, out)}.</p>",
+        f"<em>{_e(plan.sites[-1].label)}</em>. Everything is in the run folder: {_links(out)}.</p>",
         model_note,
         f"<p>{drop_text}</p>",
         "<p>A <em>site</em> is one intermediate tensor of the forward pass (named as in TransformerLens, e.g. "
@@ -194,7 +224,7 @@ def write_report(plan, tables: dict, figures: dict, path: Path) -> None:
         "as the inverse of the mean inverse; error: the standard error across points. <b>GRIDE</b> (Denti et al. "
         "2022): the same idea at neighbour orders n1 = 1, 2, 4, … and n2 = 2·n1 (up to "
         f"{est.gride_range_max}), so the ID is seen at growing length scales; error: Fisher-information standard "
-        "error. <b>PCA</b>: the number of principal components needed for 75, 80, 85, 90 and 95% of the variance "
+        f"error. <b>PCA</b>: the number of principal components needed for {_levels_text(est.pca_levels)} of the variance "
         "(a linear, global notion of dimension, typically far above the nonlinear estimates) and the participation "
         "ratio (Σλ)²/Σλ². Repeated points are dropped by the neighbour-based estimators, which read one "
         "shared exact neighbour search per cloud (<code>idest.neighborhoods</code>; identical results to "
@@ -205,11 +235,8 @@ def write_report(plan, tables: dict, figures: dict, path: Path) -> None:
         "<h3>Pooled corpus, per site</h3>",
         _pooled_table(plan, tables),
         "<h2>Principal components</h2>",
-        "<p>Eigenvalues of the covariance (ddof = 1) of the centred cloud, computed in float64 as the "
-        "eigenvalues of the smaller of the D × D covariance and the N × N Gram matrix (the same non-zero "
-        "eigenvalues; <code>idest.pca(X, solver=\"covariance\")</code>). Eigenvalues below about "
-        "max(N, D)·ε·λ<sub>max</sub> (ε = 2.2·10<sup>−16</sup>) are not resolved by this solver and are set to "
-        "zero. The full spectra are in <code>tables/spectra.csv</code>.</p>",
+        f"<p>Eigenvalues of the covariance (ddof = 1) of the centred cloud, {_solver_text(est.pca_solver)} "
+        "The full spectra are in <code>tables/spectra.csv</code>.</p>",
         f("pca_components", "pca_components_90", "pca_participation_ratio"),
         "<h2>Norms, angles and volume</h2>",
         "<p><b>Mean centred norm</b>: the mean of |x<sub>i</sub> − mean|, the spread of the cloud. <b>Cosine to "

@@ -1,18 +1,18 @@
-"""Run the model on one prompt, keep the chosen sites, and save them as one safetensors file.
+"""The activation store: one safetensors file per prompt, written once, read by the analyses.
 
 The file holds one tensor per site under its gpt2np / TransformerLens name, in the shape gpt2np
 gives it (one row per token, every position kept: dropping positions is the analyses' business),
 the prompt's token ids as ``token_ids`` (int64), and, for the focus prompt, the attention pattern
 of one block (``blocks.N.attn.hook_pattern``, (n_head, T, T)). Its header metadata records the
-prompt id. Files are written atomically (see fsio).
+prompt id. Files are written atomically (see geostudy/rundir/fsio.py).
 
 The files are written here, not by safetensors' save_file, because the library writes the
 header's metadata in a per-process random order (a Rust HashMap): the same prompt gave
 different bytes in different runs. `write_safetensors` lays the file out exactly as the library
 does (tensors by dtype, widest first, then by name; the header JSON compact and padded with
 spaces to 8 bytes), with the metadata keys sorted, and hashes the bytes while writing them (the
-run's integrity markers, see integrity.py). Its output is byte-identical to the library's when
-there is at most one metadata key.
+run's integrity markers, see geostudy/rundir/integrity.py). Its output is byte-identical to the
+library's when there is at most one metadata key.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from .errors import StudyError
-from .fsio import atomic_write_with
-from .integrity import Checksum
-from .sites import as_cloud
+from ..errors import StudyError
+from ..rundir.fsio import atomic_write_with
+from ..rundir.integrity import Checksum
+from ..sites import as_cloud
 
 TOKEN_IDS = "token_ids"
 
@@ -48,11 +48,6 @@ class ActivationFileError(StudyError):
 
 def pattern_name(block: int) -> str:
     return f"blocks.{block}.attn.hook_pattern"
-
-
-def run_prompt(model, ids: np.ndarray, names: list[str]):
-    """(logits (T, V), cache) with exactly the tensors `names`."""
-    return model.run_with_cache(ids, names=list(names))
 
 
 def _little_endian(a: np.ndarray) -> np.ndarray:
@@ -118,6 +113,7 @@ def load_cloud(path: Path, site: str, positions: np.ndarray | None = None) -> np
     return cloud if positions is None else cloud[positions]
 
 
-def tensor_names(path: Path) -> list[str]:
-    with safe_open(str(path), framework="numpy") as f:
-        return list(f.keys())
+def load_clouds(paths: list[Path], site: str, positions: list[np.ndarray]) -> list[np.ndarray]:
+    """One site of several prompts, each (N_i, width) restricted to its `positions`, in the
+    order given (the pooled corpus is their concatenation)."""
+    return [load_cloud(path, site, kept) for path, kept in zip(paths, positions)]

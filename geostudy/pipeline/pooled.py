@@ -1,0 +1,51 @@
+"""The pooled corpus: per site, all kept tokens of all prompts, read back from the activation
+store, analysed as one cloud; its result file and, last, its marker."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..measure.analysis import analyse_cloud
+from ..measure.geometry import cosine_to_last_sum
+from ..plan import StudyPlan
+from ..rundir.integrity import write_json_checked, write_marker
+from ..runtime.progress import Progress
+from ..sites import Site
+from ..store.activations import load_clouds
+from .executor import Executor, collect_in_order
+
+
+def load_pooled_cloud(plan: StudyPlan, site: str) -> tuple[np.ndarray, float]:
+    """All kept tokens of all prompts at one site, in corpus order, as saved, (N, width); and the
+    mean over those tokens of the cosine to their own prompt's last kept token."""
+    clouds = load_clouds([plan.act_path(p.id) for p in plan.corpus], site, plan.kept)
+    cos_sum, cos_n = 0.0, 0
+    for X in clouds:  # summed prompt by prompt, in corpus order
+        s, n = cosine_to_last_sum(X)
+        cos_sum += s
+        cos_n += n
+    return np.concatenate(clouds), cos_sum / cos_n
+
+
+def analyse_pooled_site(plan: StudyPlan, site: Site, inputs: str) -> None:
+    """A task: load, analyse and save one site of the pooled corpus; its marker records `inputs`,
+    the digest of the activation files it was computed from."""
+    with plan.timer.busy("pooled: load activations"):
+        X, cos_last = load_pooled_cloud(plan, site.name)
+    est = analyse_cloud(X, plan.pooled_settings, cosine_to_last=cos_last, timer=plan.timer.busy, prefix="pooled ")
+    result = {
+        "site": site.name,
+        "n_points": int(X.shape[0]),
+        "rows": [[q, p, v, e] for q, p, v, e in est.items],
+        "spectrum": None if est.spectrum is None else [est.spectrum.tolist(), est.explained.tolist()],
+        "skipped": [[name, reason] for name, reason in est.skipped],
+    }
+    written = write_json_checked(plan.pooled_path(site.name), result)
+    write_marker(plan.pooled_marker_path(site.name), plan.out, {plan.pooled_path(site.name): written},
+                 site=site.name, inputs_sha256=inputs)
+
+
+def run_pooled(plan: StudyPlan, todo: list[Site], inputs: str, executor: Executor, bar: Progress) -> None:
+    """Every unfinished pooled site, one task each."""
+    futures = [executor.submit(analyse_pooled_site, plan, site, inputs) for site in todo]
+    collect_in_order(futures, on_done=lambda i, _: bar.advance(note=todo[i].name))
