@@ -15,7 +15,13 @@ root with PYTHONPATH=. or after `pip install -e .`.
 
 import sys
 
-from geostudy.cli import main
+try:
+    from geostudy.cli import main
+except ModuleNotFoundError as err:  # run from a checkout without PYTHONPATH or an install
+    if err.name != "geostudy":
+        raise
+    sys.exit("error: the geostudy package cannot be imported: run `pip install -e .` in the repository, or run "
+             "this script with PYTHONPATH set to the repository, or run `python -m geostudy` from the repository root")
 
 if __name__ == "__main__":
     sys.exit(main())
