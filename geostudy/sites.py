@@ -17,7 +17,7 @@ from .errors import StudyError
 
 # The sub-layers the original study looked at, per block.
 DEFAULT_BLOCK_SUFFIXES = (
-    "ln1.hook_normalized",
+    "ln1.hook_out",
     "hook_attn_out",
     "hook_resid_mid",
     "mlp.hook_post",
@@ -33,37 +33,37 @@ _WORDS = {
     "hook_embed": "token embeddings",
     "hook_pos_embed": "position embeddings",
     "hook_resid_pre": "residual stream entering the block",
-    "ln1.hook_normalized": "after the first layer norm",
+    "ln1.hook_out": "after the first layer norm",
     "attn.hook_q": "attention queries",
     "attn.hook_k": "attention keys",
     "attn.hook_v": "attention values",
     "attn.hook_z": "attention heads' weighted values",
     "hook_attn_out": "attention output",
     "hook_resid_mid": "after attention + residual",
-    "ln2.hook_normalized": "after the second layer norm",
+    "ln2.hook_out": "after the second layer norm",
     "mlp.hook_pre": "MLP hidden layer before GELU",
     "mlp.hook_post": "MLP hidden layer after GELU",
     "hook_mlp_out": "MLP output",
     "hook_resid_post": "after the block (attention + MLP + residual)",
-    "ln_final.hook_normalized": "after the final layer norm",
+    "ln_final.hook_out": "after the final layer norm",
 }
 _SHORT = {
     "hook_embed": "tok emb",
     "hook_pos_embed": "pos emb",
     "hook_resid_pre": "resid pre",
-    "ln1.hook_normalized": "LN1",
+    "ln1.hook_out": "LN1",
     "attn.hook_q": "q",
     "attn.hook_k": "k",
     "attn.hook_v": "v",
     "attn.hook_z": "z",
     "hook_attn_out": "attn out",
     "hook_resid_mid": "attn + resid",
-    "ln2.hook_normalized": "LN2",
+    "ln2.hook_out": "LN2",
     "mlp.hook_pre": "MLP pre",
     "mlp.hook_post": "MLP post-GELU",
     "hook_mlp_out": "MLP out",
     "hook_resid_post": "block out",
-    "ln_final.hook_normalized": "LN final",
+    "ln_final.hook_out": "LN final",
 }
 CLOUD_SUFFIXES = tuple(_WORDS)
 PER_HEAD_SUFFIXES = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z")

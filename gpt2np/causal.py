@@ -20,8 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .ops import softmax
-
 ROWS = 256
 
 
@@ -30,11 +28,10 @@ def _row_blocks(t: int):
         yield r0, min(r0 + ROWS, t)
 
 
-def scores(q: np.ndarray, k: np.ndarray, scale: float, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(q·kᵀ)·scale + mask: (B, H, T, E) x2 -> (B, H, T, T), into `out` if given. `mask` is
-    additive and causal: (T, T), or (B, 1, T, T) when padded keys are hidden as well."""
+def scores(q: np.ndarray, k: np.ndarray, scale: float, mask: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """(q·kᵀ)·scale + mask: (B, H, T, E) x2 -> (B, H, T, T), into `out`. `mask` is additive and
+    causal: (T, T), or (B, 1, T, T) when padded keys are hidden as well."""
     b, h, t, _ = q.shape
-    out = np.empty((b, h, t, t), dtype=q.dtype) if out is None else out
     scale = q.dtype.type(scale)
     # A power-of-two scale (1/8 for every GPT-2 size) is exact, so it can scale q (T x E) instead
     # of the scores (T x T) without changing a bit.
@@ -54,17 +51,24 @@ def scores(q: np.ndarray, k: np.ndarray, scale: float, mask: np.ndarray, out: np
     return out
 
 
-def pattern(scores: np.ndarray, out: np.ndarray | None = None, full: bool = False) -> np.ndarray:
-    """Softmax over the keys; `out=scores` overwrites the scores."""
-    out = np.empty_like(scores) if out is None else out
+def softmax_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """ops.softmax written into `out` (which may be `x` itself), one pass at a time."""
+    out = np.subtract(x, np.max(x, axis=-1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= np.sum(out, axis=-1, keepdims=True)
+    return out
+
+
+def pattern(scores: np.ndarray, out: np.ndarray, full: bool = False) -> np.ndarray:
+    """Softmax over the keys, into `out`; `out=scores` overwrites the scores."""
     if full:
-        return softmax(scores, out=out)
+        return softmax_into(scores, out=out)
     t = scores.shape[-1]
 
     def heads(part: list[tuple[int, int]]) -> None:
         for i, j in part:
             for r0, r1 in _row_blocks(t):
-                softmax(scores[i, j, r0:r1, :r1], out=out[i, j, r0:r1, :r1])
+                softmax_into(scores[i, j, r0:r1, :r1], out=out[i, j, r0:r1, :r1])
                 out[i, j, r0:r1, r1:] = 0.0
 
     _on_every_core(heads, list(np.ndindex(scores.shape[:2])))

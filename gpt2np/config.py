@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -100,9 +100,6 @@ class GPT2Config:
         if not isinstance(hf, dict):
             raise ConfigError(f"{path} must hold a JSON object, got {type(hf).__name__}")
         return cls.from_hf_dict(hf, source=str(path))
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _is_number(value) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from . import forward
+from . import fast, forward
 from .config import GPT2Config
 from .errors import InputError, UnknownNameError
 from .inputs import as_batch, check_attention_mask
@@ -51,8 +51,9 @@ class ActivationCache(Mapping):
 
 class GPT2:
     """GPT-2 in NumPy. `model(ids)` gives logits; `model.run_with_cache(ids, names=...)` gives
-    logits and the named intermediate tensors; `embed`, `block` and `unembed` run one stage at a
-    time for stepping through in a debugger."""
+    logits and the named intermediate tensors (both through fast.py); `embed`, `block` and
+    `unembed` run one stage at a time in plain NumPy on the calling thread (forward.py), for
+    stepping through in a debugger."""
 
     def __init__(self, params: GPT2Params, cfg: GPT2Config, source: str | None = None):
         self.params = params
@@ -92,15 +93,15 @@ class GPT2:
         keep = resolve_names(names, self.cfg)
         self._pool.start_run()
         trace = Trace(keep, self._check_hooks(hooks), batched, self._pool)
-        resid = forward.embed(batch, self.params, trace)
+        resid = fast.embed(batch, self.params, trace)
         for layer, block_params in enumerate(self.params.h):
-            resid = forward.block(resid, block_params, self.cfg, layer, mask, trace)
+            resid = fast.block(resid, block_params, self.cfg, layer, mask, trace)
         cache = ActivationCache(trace.cache, self.hook_names)
         if return_type is None:
             if any(n.startswith("ln_final.") for n in [*keep, *trace.hooks]):
-                forward.layer_norm(resid, self.params.ln_f, self.cfg.layer_norm_eps, trace, "ln_final.")
+                fast.final_layer_norm(resid, self.params, self.cfg, trace)
             return None, cache
-        logits = forward.unembed(resid, self.params, self.cfg, trace)
+        logits = fast.unembed(resid, self.params, self.cfg, trace)
         return (logits if batched else logits[0]), cache
 
     def run_with_hooks(self, ids, hooks: dict[str, Hook], attention_mask=None) -> np.ndarray:
@@ -108,7 +109,7 @@ class GPT2:
         logits, _ = self.run_with_cache(ids, names=(), hooks=hooks, attention_mask=attention_mask)
         return logits
 
-    # -- one stage at a time -----------------------------------------------------------------
+    # -- one stage at a time, in plain NumPy (forward.py): no pool, no threads, no row blocks ---
     def embed(self, ids) -> np.ndarray:
         """Token + position embedding: the residual stream entering block 0."""
         batch, batched = as_batch(ids, self.cfg)

@@ -1,5 +1,13 @@
 """The names of the intermediate tensors (TransformerLens' convention) and the filter over them.
 
+The names and their meanings follow TransformerLens 3.x `HookedTransformer` (checked against 3.9
+in tests/test_gpt2np_reference.py), with the weights unprocessed (nothing folded or centred). Its
+LayerNorm hooks: `hook_scale` is sqrt(var + eps) and `hook_normalized` is (x - mean) / scale,
+BEFORE the LayerNorm's weight and bias (TransformerLens 2.x hooked it after them). The
+LayerNorm's output, after weight and bias, has no hook there; it is named `hook_out` here, as
+TransformerLens 4's bridge names it (`blocks.{i}.ln1.hook_out`, `ln2.hook_out`,
+`ln_final.hook_out`).
+
 Shapes are for one sequence of T tokens; a batch adds a leading B axis to every one.
 """
 
@@ -20,7 +28,8 @@ EMBED_SITES = [
 BLOCK_SITES = [
     ("hook_resid_pre", "(T, d_model)", "residual stream entering the block"),
     ("ln1.hook_scale", "(T, 1)", "ln_1's divisor sqrt(var + eps)"),
-    ("ln1.hook_normalized", "(T, d_model)", "ln_1's output (after its weight and bias)"),
+    ("ln1.hook_normalized", "(T, d_model)", "(resid_pre - mean) / scale: ln_1 before its weight and bias"),
+    ("ln1.hook_out", "(T, d_model)", "ln_1's output: normalized * weight + bias (TransformerLens 4's name)"),
     ("attn.hook_q", "(T, n_head, d_head)", "queries"),
     ("attn.hook_k", "(T, n_head, d_head)", "keys"),
     ("attn.hook_v", "(T, n_head, d_head)", "values"),
@@ -31,7 +40,8 @@ BLOCK_SITES = [
     ("hook_attn_out", "(T, d_model)", "attention output: c_proj of the merged heads, with bias"),
     ("hook_resid_mid", "(T, d_model)", "resid_pre + attn_out"),
     ("ln2.hook_scale", "(T, 1)", "ln_2's divisor"),
-    ("ln2.hook_normalized", "(T, d_model)", "ln_2's output"),
+    ("ln2.hook_normalized", "(T, d_model)", "ln_2 before its weight and bias"),
+    ("ln2.hook_out", "(T, d_model)", "ln_2's output"),
     ("mlp.hook_pre", "(T, d_mlp)", "c_fc output, before GELU"),
     ("mlp.hook_post", "(T, d_mlp)", "after GELU (tanh form)"),
     ("hook_mlp_out", "(T, d_model)", "MLP output (mlp.c_proj)"),
@@ -39,7 +49,8 @@ BLOCK_SITES = [
 ]
 FINAL_SITES = [
     ("ln_final.hook_scale", "(T, 1)", "ln_f's divisor"),
-    ("ln_final.hook_normalized", "(T, d_model)", "ln_f's output; logits = this @ wte.T"),
+    ("ln_final.hook_normalized", "(T, d_model)", "ln_f before its weight and bias"),
+    ("ln_final.hook_out", "(T, d_model)", "ln_f's output; logits = this @ wte.T"),
 ]
 
 # Kept only when a filter asks for it by name or pattern: n_head times the size of hook_attn_out.

@@ -1,4 +1,5 @@
-"""The elementary operations of GPT-2, one small pure function each.
+"""The elementary operations of GPT-2, one small pure function each: each returns its result and
+changes none of its arguments (fast.py and causal.py have the in-place variants full runs use).
 
 Shapes: B batch, T positions, D d_model, H heads, E d_head (D = H·E).
 Every function computes exactly what Hugging Face `transformers` computes for GPT-2.
@@ -10,12 +11,7 @@ import math
 
 import numpy as np
 
-
-def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """GPT-2's `Conv1D`: an affine map with the weight stored (in, out); into `out` if given."""
-    out = np.matmul(x, weight, out=out)
-    out += bias
-    return out
+GELU_C = math.sqrt(2.0 / math.pi)
 
 
 def layer_norm_scale(x_centred: np.ndarray, eps: float) -> np.ndarray:
@@ -24,31 +20,18 @@ def layer_norm_scale(x_centred: np.ndarray, eps: float) -> np.ndarray:
     return np.sqrt(var + eps)
 
 
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis with biased variance, as torch.nn.LayerNorm."""
-    centred = x - np.mean(x, axis=-1, keepdims=True)
-    out = centred / layer_norm_scale(centred, eps)
-    out *= weight
-    out += bias
-    return out
-
-
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
-def gelu_new(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def gelu_new(x: np.ndarray) -> np.ndarray:
     """The tanh approximation of GELU that GPT-2 was trained with ("gelu_new"):
-    0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). Written in place on one array (`out` if given)."""
-    inner = np.multiply(x, x, out=out)
-    inner *= x
-    inner *= 0.044715
-    inner += x
-    inner *= x.dtype.type(_GELU_C)
-    np.tanh(inner, out=inner)
-    inner += 1.0
-    inner *= x
-    inner *= 0.5
-    return inner
+    0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in the order fast.gelu_new_into takes."""
+    c = x.dtype.type(GELU_C)
+    return 0.5 * (x * (1.0 + np.tanh(c * (x + 0.044715 * (x * x * x)))))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis. Subtracting each row's maximum first keeps exp from overflowing."""
+    shifted = x - np.max(x, axis=-1, keepdims=True)
+    exps = np.exp(shifted)
+    return exps / np.sum(exps, axis=-1, keepdims=True)
 
 
 def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
@@ -72,11 +55,3 @@ def padding_mask(attention_mask: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """(B, T) of 1/0 -> (B, 1, 1, T) additive mask hiding padded keys from every query."""
     add = np.where(attention_mask.astype(bool), 0.0, -np.inf).astype(dtype)
     return add[:, None, None, :]
-
-
-def softmax(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Softmax over the last axis; `out=x` overwrites the input to save a (B, H, T, T) array."""
-    out = np.subtract(x, np.max(x, axis=-1, keepdims=True), out=out)
-    np.exp(out, out=out)
-    out /= np.sum(out, axis=-1, keepdims=True)
-    return out

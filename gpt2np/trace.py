@@ -1,6 +1,6 @@
-"""What the forward pass does at each named site: keep the tensor, let a hook replace it, or neither.
+"""What a full run does at each named site: keep the tensor, let a hook replace it, or neither.
 
-The forward functions call `trace(name, array)` at every site and carry on with what it returns.
+The functions of fast.py call `trace(name, array)` at every site and carry on with what it returns.
 Arrays inside the forward pass always have a batch axis; the public view (what is cached and what
 hooks see) drops it when the caller passed a single sequence. Kept tensors live in memory from
 the model's BufferPool (see recycle.py), which the next run reuses once the cache is dropped.
@@ -19,14 +19,11 @@ Hook = Callable[[np.ndarray, str], "np.ndarray | None"]
 
 
 class Trace:
-    def __init__(
-        self, keep: frozenset[str] = frozenset(), hooks: dict[str, Hook] | None = None, batched: bool = True,
-        pool: BufferPool | None = None,
-    ):
+    def __init__(self, keep: frozenset[str], hooks: dict[str, Hook], batched: bool, pool: BufferPool):
         self.keep = keep
-        self.hooks = hooks or {}
+        self.hooks = hooks
         self.batched = batched
-        self.pool = pool  # None: plain np.empty (the stepping functions, NO_TRACE)
+        self.pool = pool
         self.cache: dict[str, np.ndarray] = {}
 
     def needs(self, name: str) -> bool:
@@ -43,14 +40,14 @@ class Trace:
             public = _apply_hook(hook, name, public)
             value = public if self.batched else public[None]
         if name in self.keep:
-            self.cache[name] = self.pool.keep(public) if self.pool is not None else public
+            self.cache[name] = self.pool.keep(public)
         return value
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """Room for a large result (a layer's output, scores, pattern, logits), from the pool
-        when there is one: a kept or returned array is then reused by later runs once dropped,
-        and a temporary (one layer's scores) by the next layer, instead of fresh memory."""
-        return np.empty(shape, dtype) if self.pool is None else self.pool.empty(shape, dtype)
+        """Room for a large result (a layer's output, scores, pattern, logits), from the pool: a
+        kept or returned array is reused by later runs once dropped, and a temporary (one
+        layer's scores) by the next layer, instead of fresh memory."""
+        return self.pool.empty(shape, dtype)
 
     def rows(self, x: np.ndarray, width: int) -> np.ndarray:
         """`empty` for a result with x's rows and `width` columns: (..., width)."""
@@ -63,8 +60,6 @@ class Trace:
         shown = self(name, value.transpose(0, 2, 1, 3))
         return np.ascontiguousarray(shown.transpose(0, 2, 1, 3))
 
-
-NO_TRACE = Trace()
 
 
 def _apply_hook(hook: Hook, name: str, value: np.ndarray) -> np.ndarray:

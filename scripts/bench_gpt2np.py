@@ -2,6 +2,11 @@
 
     python scripts/bench_gpt2np.py                 # GPT-2-small-shaped random weights, T = 64, 256, 1024
     python scripts/bench_gpt2np.py --model DIR     # any local GPT-2 folder (e.g. the real weights)
+    python scripts/bench_gpt2np.py --baseline /tmp/before --no-memory   # before/after a change
+
+--baseline DIR also times the gpt2np package of another checkout (e.g. one made with
+`git worktree add /tmp/before HEAD~1`), alternating with this one on the same weights, and prints
+the after/before ratios.
 
 Speed: in one process, alternating transformers (output_hidden_states + output_attentions),
 gpt2np's full trace (run_with_cache, every tensor) and gpt2np's residual stream only
@@ -16,6 +21,7 @@ Targets (issue 2): full trace at T=1024 ratio <= 1.0; working space <= 0.3 GB; l
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -92,7 +98,20 @@ def run_probe(mode: str, t: int, model_dir: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def time_speed(model_dir: Path, lengths: list[int], reps: int) -> dict:
+def load_baseline(checkout: Path):
+    """The gpt2np package of another checkout, imported under the name gpt2np_baseline (its
+    imports are relative, so it runs beside this one)."""
+    init = checkout / "gpt2np" / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"--baseline: {checkout} has no gpt2np/__init__.py")
+    spec = importlib.util.spec_from_file_location("gpt2np_baseline", init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpt2np_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def time_speed(model_dir: Path, lengths: list[int], reps: int, baseline=None) -> dict:
     import torch
     from transformers import GPT2LMHeadModel
 
@@ -105,12 +124,16 @@ def time_speed(model_dir: Path, lengths: list[int], reps: int) -> dict:
         "full": lambda ids: ours.run_with_cache(ids),
         "resid": lambda ids: ours.run_with_cache(ids, names=RESID_ONLY),
     }
+    if baseline is not None:
+        before = baseline.load_model(model_dir)
+        runs["full before"] = lambda ids: before.run_with_cache(ids)
+        runs["resid before"] = lambda ids: before.run_with_cache(ids, names=RESID_ONLY)
     results = {}
     with torch.no_grad():
         for t in lengths:
             ids = np.random.default_rng(t).integers(0, 50257, size=t)
             times = {name: [] for name in runs}
-            for name, fn in runs.items():  # warm-up: page in weights, first allocations
+            for fn in runs.values():  # warm-up: page in weights, first allocations
                 fn(ids)
             for _ in range(reps):
                 for name, fn in runs.items():
@@ -127,6 +150,8 @@ def main() -> None:
     parser.add_argument("--model", help="a local GPT-2 folder (model.safetensors + config.json); default: random GPT-2 small")
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--baseline", type=Path, help="another checkout whose gpt2np is timed alternately with this one")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory probes (fresh subprocesses)")
     parser.add_argument("--probe", nargs=2, metavar=("MODE", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -137,12 +162,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(args.model) if args.model else build_random_gpt2_small(Path(tmp) / "gpt2-random")
         print(f"model: {model_dir}   reps: {args.reps} (median)   numpy {np.__version__}")
-        speed = time_speed(model_dir, args.lengths, args.reps)
+        baseline = load_baseline(args.baseline) if args.baseline else None
+        speed = time_speed(model_dir, args.lengths, args.reps, baseline)
         print("\n| T | transformers (s) | gpt2np full (s) | ratio | gpt2np resid only (s) | ratio |")
         print("|---|---|---|---|---|---|")
         for t, r in speed.items():
             tf = r["transformers"]
             print(f"| {t} | {tf:.3f} | {r['full']:.3f} | {r['full'] / tf:.2f} | {r['resid']:.3f} | {r['resid'] / tf:.2f} |")
+        if baseline is not None:
+            print(f"\nagainst the baseline {args.baseline} (ratio = this checkout / baseline)")
+            print("\n| T | full before (s) | full after (s) | ratio | resid before (s) | resid after (s) | ratio |")
+            print("|---|---|---|---|---|---|---|")
+            for t, r in speed.items():
+                full, resid = r["full"] / r["full before"], r["resid"] / r["resid before"]
+                print(f"| {t} | {r['full before']:.3f} | {r['full']:.3f} | {full:.3f} "
+                      f"| {r['resid before']:.3f} | {r['resid']:.3f} | {resid:.3f} |")
+        if args.no_memory:
+            return
 
         gb = 1e9
         print("\n| T | run | load adds (x file) | peak RSS (GB) | kept (GB) | working space (GB) |")

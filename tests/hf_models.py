@@ -104,18 +104,18 @@ def torch_intermediates(model: GPT2LMHeadModel, ids: np.ndarray) -> dict[str, np
         p = f"blocks.{i}."
         handles += [
             blk.ln_1.register_forward_pre_hook(keep_input(p + "hook_resid_pre")),
-            blk.ln_1.register_forward_hook(keep_output(p + "ln1.hook_normalized")),
+            blk.ln_1.register_forward_hook(keep_output(p + "ln1.hook_out")),
             blk.attn.c_attn.register_forward_hook(keep_output(p + "attn.qkv")),
             blk.attn.c_proj.register_forward_pre_hook(keep_input(p + "attn.merged_z")),
             blk.attn.c_proj.register_forward_hook(keep_output(p + "hook_attn_out")),
             blk.ln_2.register_forward_pre_hook(keep_input(p + "hook_resid_mid")),
-            blk.ln_2.register_forward_hook(keep_output(p + "ln2.hook_normalized")),
+            blk.ln_2.register_forward_hook(keep_output(p + "ln2.hook_out")),
             blk.mlp.c_fc.register_forward_hook(keep_output(p + "mlp.hook_pre")),
             blk.mlp.act.register_forward_hook(keep_output(p + "mlp.hook_post")),
             blk.mlp.c_proj.register_forward_hook(keep_output(p + "hook_mlp_out")),
         ]
     handles.append(tf.ln_f.register_forward_pre_hook(keep_input("ln_final.input")))
-    handles.append(tf.ln_f.register_forward_hook(keep_output("ln_final.hook_normalized")))
+    handles.append(tf.ln_f.register_forward_hook(keep_output("ln_final.hook_out")))
     try:
         ids = np.atleast_2d(ids)
         with torch.no_grad():
@@ -142,10 +142,12 @@ def torch_intermediates(model: GPT2LMHeadModel, ids: np.ndarray) -> dict[str, np
         for ln_name, source in (("ln1", p + "hook_resid_pre"), ("ln2", p + "hook_resid_mid")):
             x = got[source]
             got[p + ln_name + ".hook_scale"] = np.sqrt(((x - x.mean(-1, keepdims=True)) ** 2).mean(-1, keepdims=True) + eps)
+            got[p + ln_name + ".hook_normalized"] = (x - x.mean(-1, keepdims=True)) / got[p + ln_name + ".hook_scale"]
         nxt = f"blocks.{i + 1}.hook_resid_pre"
         got[p + "hook_resid_post"] = got[nxt] if i + 1 < cfg.n_layer else got["ln_final.input"]
     x = got.pop("ln_final.input")
     got["ln_final.hook_scale"] = np.sqrt(((x - x.mean(-1, keepdims=True)) ** 2).mean(-1, keepdims=True) + eps)
+    got["ln_final.hook_normalized"] = (x - x.mean(-1, keepdims=True)) / got["ln_final.hook_scale"]
     got["logits"] = out.logits[0].numpy()
     return got
 

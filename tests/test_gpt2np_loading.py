@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hf_models import SMALL_OTHER, build_reference
 from safetensors.numpy import load_file, save_file
 
 import gpt2np
 from gpt2np.config import PRESETS
-from hf_models import SMALL_OTHER, build_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_untied_lm_head_is_used(ref, tmp_path, tensors):
     tensors["lm_head.weight"] = tensors["wte.weight"][::-1].copy()
     model = gpt2np.load_model(_save(tmp_path, tensors), config=ref.config_file)
     assert not model.params.tied
-    final = model.run_with_cache(IDS, names="ln_final.hook_normalized")[1]["ln_final.hook_normalized"]
+    final = model.run_with_cache(IDS, names="ln_final.hook_out")[1]["ln_final.hook_out"]
     np.testing.assert_allclose(model(IDS), final @ tensors["lm_head.weight"].T, rtol=1e-6)
 
 
@@ -254,7 +254,7 @@ def test_names_filter(ref):
     assert list(cache) == ["hook_embed", "blocks.1.attn.hook_result"]
     assert cache["blocks.1.attn.hook_result"].shape == (29, 4, 64)
     _, cache = model.run_with_cache(IDS, names=lambda n: n.startswith("ln_final"))
-    assert list(cache) == ["ln_final.hook_scale", "ln_final.hook_normalized"]
+    assert list(cache) == ["ln_final.hook_scale", "ln_final.hook_normalized", "ln_final.hook_out"]
     with pytest.raises(KeyError, match="Did you mean 'blocks.1.hook_resid_mid'"):
         model.run_with_cache(IDS, names=["blocks.1.hook_resid_midd"])
     with pytest.raises(KeyError, match="matches no tensor"):

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hf_models import GPT2_SMALL, SMALL_OTHER, build_reference, torch_forward, torch_intermediates
 
 import gpt2np
-from hf_models import GPT2_SMALL, SMALL_OTHER, build_reference, torch_forward, torch_intermediates
 
 # float32 against the float64 reference: rounding of ~1e-7 relative, grown through 12 blocks.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
@@ -51,7 +51,7 @@ def test_logits_hidden_states_and_patterns(references, shape, dtype, layout):
     n = model.cfg.n_layer
     for i in range(n):
         _close(cache[f"blocks.{i}.hook_resid_pre"], hidden[i][0], tol, f"hidden_states[{i}]")
-    _close(cache["ln_final.hook_normalized"], hidden[n][0], tol, f"hidden_states[{n}] (after ln_f)")
+    _close(cache["ln_final.hook_out"], hidden[n][0], tol, f"hidden_states[{n}] (after ln_f)")
     for i in range(n):
         _close(cache[f"blocks.{i}.attn.hook_pattern"], attentions[i][0], tol, f"attentions[{i}]")
 
@@ -99,7 +99,7 @@ def test_padded_batch_matches_rows_alone_and_transformers(references):
         alone_logits, alone = model.run_with_cache(row)
         _close(logits[b, :n], alone_logits, 1e-12, f"row {b} logits")
         _close(logits[b, :n], ref_logits[b, :n], 1e-9, f"row {b} vs transformers")
-        for name in ("blocks.2.hook_resid_post", "blocks.0.attn.hook_z", "ln_final.hook_normalized"):
+        for name in ("blocks.2.hook_resid_post", "blocks.0.attn.hook_z", "ln_final.hook_out"):
             _close(cache[name][b, :n], alone[name], 1e-12, name)
         # The real tokens never look at padding.
         assert np.all(cache["blocks.0.attn.hook_pattern"][b, :, :n, n:] == 0)
@@ -219,3 +219,55 @@ def test_return_type_none_skips_only_the_unembedding(references):
     np.testing.assert_array_equal(model.unembed(cache["blocks.2.hook_resid_post"]), logits)
     with pytest.raises(gpt2np.InputError, match="return_type"):
         model.run_with_cache(ids, return_type="loss")
+
+
+def _transformer_lens_gpt2(hf_dir):
+    """TransformerLens 3's HookedTransformer holding the same weights, unprocessed (nothing
+    folded or centred), built offline from a hand-made config."""
+    transformer_lens = pytest.importorskip("transformer_lens", reason="TransformerLens is not installed")
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    c = hf.config
+    cfg = transformer_lens.HookedTransformerConfig(
+        n_layers=c.n_layer, d_model=c.n_embd, n_ctx=c.n_positions, d_head=c.n_embd // c.n_head, n_heads=c.n_head,
+        d_mlp=4 * c.n_embd, d_vocab=c.vocab_size, act_fn="gelu_new", normalization_type="LN", eps=c.layer_norm_epsilon,
+        positional_embedding_type="standard", original_architecture="GPT2LMHeadModel", default_prepend_bos=False,
+        use_attn_result=True, device="cpu", dtype=torch.float32,
+    )
+    tl = transformer_lens.HookedTransformer(cfg)
+    tl.load_and_process_state_dict(convert_gpt2_weights(hf, cfg), fold_ln=False, center_writing_weights=False,
+                                   center_unembed=False, fold_value_biases=False)
+    return tl.eval()
+
+
+def test_names_mean_what_they_mean_in_transformer_lens(references):
+    """Every name the two caches share holds the same tensor as in TransformerLens 3 (the LayerNorms'
+    hook_normalized before their weight and bias), and hook_out is the output of TransformerLens'
+    LayerNorm modules (TransformerLens 4 names it so), float32 to a few 1e-6."""
+    ref = references["gpt2-small"]
+    tl = _transformer_lens_gpt2(ref.hf_dir)
+    model = _load(ref, "save_pretrained", "float32")
+    ids = _ids(model.cfg.d_vocab, 40, seed=14)
+    layer_norm_outputs = {}
+    modules = {**{f"blocks.{i}.{ln}.hook_out": getattr(b, ln) for i, b in enumerate(tl.blocks) for ln in ("ln1", "ln2")},
+               "ln_final.hook_out": tl.ln_final}
+    handles = [m.register_forward_hook(lambda mod, args, out, name=name: layer_norm_outputs.update({name: out}))
+               for name, m in modules.items()]
+    try:
+        with torch.no_grad():
+            tl_logits, tl_cache = tl.run_with_cache(torch.as_tensor(ids)[None])
+    finally:
+        for h in handles:
+            h.remove()
+    logits, cache = model.run_with_cache(ids, names="*")
+    theirs = {name: tl_cache[name] for name in cache if name in tl_cache}
+    assert len(theirs) == 220  # 18 per block (208 without the opt-in attn.hook_result) + 4
+    theirs.update(layer_norm_outputs)
+    assert set(theirs) == set(cache)
+    theirs["logits"], cache = tl_logits, {**cache, "logits": logits}
+    for name, tensor in theirs.items():
+        expected = tensor[0].numpy()
+        assert expected.shape == cache[name].shape, name
+        _close(cache[name], expected, 5e-6, name)
