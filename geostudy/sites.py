@@ -66,7 +66,6 @@ _SHORT = {
     "ln_final.hook_out": "LN final",
 }
 CLOUD_SUFFIXES = tuple(_WORDS)
-PER_HEAD_SUFFIXES = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z")
 
 
 @dataclass(frozen=True)
