@@ -187,10 +187,14 @@ def _kept_positions(corpus: Corpus, token_ids: list[np.ndarray], drop: tuple[int
     for p, t in zip(corpus, token_ids):
         k = np.array([i for i in range(t.size) if i not in drop], dtype=np.int64)
         if k.size < MIN_POINTS:
-            short.append(f"{p.id}: {t.size} tokens, {k.size} left after dropping positions {list(drop)}")
+            short.append(f"{p.id} ({t.size} tokens, {k.size} left)")
         kept.append(k)
     if short:
-        raise StudyError(f"every prompt needs at least {MIN_POINTS} tokens to analyse:\n  " + "\n  ".join(short))
+        listed = "; ".join(short[:5]) + (f"; and {len(short) - 5} more" if len(short) > 5 else "")
+        raise StudyError(
+            f"every prompt needs at least {MIN_POINTS} tokens left after dropping positions {list(drop)}; "
+            f"too short: {listed}. Lengthen or remove them, or drop fewer positions (--drop-positions)"
+        )
     return kept
 
 

@@ -112,6 +112,13 @@ class HubRepo:
             self._local_only = _offline() or not _hub_answers(hf_hub_url(self.repo, filename, revision=self.revision))
         return self._local_only
 
+    def _cache_folder(self) -> str:
+        """The cache folder really used: cache_dir, else huggingface_hub's (HF_HUB_CACHE, else
+        $HF_HOME/hub, else ~/.cache/huggingface/hub)."""
+        from huggingface_hub import constants
+
+        return str(Path(self.cache_dir or constants.HF_HUB_CACHE).expanduser())
+
     def _cached_file(self, filename: str, required: bool) -> Path | None:
         """The file from the local cache, without a network request. (hf_hub_download with
         local_files_only would still build request headers, and huggingface_hub 2.4 fetches a
@@ -128,7 +135,7 @@ class HubRepo:
             raise ModelNotFoundError(f"the Hub repository {self.repo!r} has no file {filename} (so says the local cache; {why})")
         raise ModelNotFoundError(
             f"{filename} of {self.repo!r} is not in the local Hugging Face cache and {why}. Either "
-            f"connect and retry (it is then cached under $HF_HOME), or pass a local folder holding "
+            f"connect and retry (it is then cached in {self._cache_folder()}), or pass a local folder holding "
             f"model.safetensors and config.json (or a .safetensors file) instead of the Hub name."
         )
 

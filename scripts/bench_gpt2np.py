@@ -4,6 +4,8 @@
     python scripts/bench_gpt2np.py --model DIR     # any local GPT-2 folder (e.g. the real weights)
     python scripts/bench_gpt2np.py --baseline /tmp/before --no-memory   # before/after a change
 
+(after `pip install -e .`, or from the repository root with PYTHONPATH=.)
+
 --baseline DIR also times the gpt2np package of another checkout (e.g. one made with
 `git worktree add /tmp/before HEAD~1`), alternating with this one on the same weights, and prints
 the after/before ratios.
@@ -31,8 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESID_ONLY = "*hook_resid*"
 

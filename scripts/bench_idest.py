@@ -47,6 +47,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+# the child processes import idest from this checkout, whether or not it is installed
+CHILD_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
 D = 768
 
 
@@ -73,7 +75,6 @@ def worker(impl: str, method: str, path: str) -> dict:
     X = np.load(path)
     small = X[:200]
     if impl == "idest":
-        sys.path.insert(0, ROOT)
         import idest
 
         calls = {
@@ -107,7 +108,7 @@ def run_worker(impl: str, method: str, path: str, dadapy_python: str) -> dict:
         cmd = [dadapy_python, os.path.join(HERE, "bench_idest_dadapy.py"), "time", path, method]
     else:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, method, path]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=CHILD_ENV)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -141,13 +142,13 @@ def floor_seconds(n: int, rate: float) -> float:
 
 def compile_times() -> dict:
     code = (
-        f"import time, sys, numpy as np; t=time.perf_counter(); sys.path.insert(0, {ROOT!r}); import idest; "
+        "import time, sys, numpy as np; t=time.perf_counter(); import idest; "
         "X=np.random.default_rng(0).standard_normal((200, 768)).astype(np.float32); "
         "idest.twonn(X); idest.mle(X, k=20); idest.gride(X); print(time.perf_counter()-t)"
     )
     result = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(CHILD_ENV, NUMBA_CACHE_DIR=cache)
         for label in ("cold", "warm"):
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
             result[label] = float(out.stdout.strip().splitlines()[-1])

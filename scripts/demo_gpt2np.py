@@ -2,19 +2,18 @@
 
     python scripts/demo_gpt2np.py                                   # GPT-2 small from the Hub
     python scripts/demo_gpt2np.py --model path/to/folder --prompt "The dog"
+
+(after `pip install -e .`, or from the repository root with PYTHONPATH=.)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import gpt2np  # noqa: E402
+import gpt2np
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ def build_reference(shape: dict, folder: Path, seed: int = 0) -> Reference:
     with torch.no_grad():
         # The default init has LayerNorm weight 1 and zero biases, which would hide a swapped or
         # missing parameter: perturb every tensor so each one matters.
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     hf_dir = folder / "hf"

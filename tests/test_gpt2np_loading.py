@@ -193,6 +193,7 @@ def test_hub_name_without_network_or_cache_fails_fast_with_instructions(tmp_path
     elapsed = time.monotonic() - start
     assert "ERROR:" in proc.stdout, proc.stderr
     assert "not in the local Hugging Face cache" in proc.stdout and "pass a local folder" in proc.stdout
+    assert f"cached in {tmp_path / 'hf' / 'hub'}" in proc.stdout  # the folder really used, not "$HF_HOME"
     assert elapsed < 60  # a hang guard, not a speed target: the client alone retries for ~25 s
 
 

@@ -233,6 +233,18 @@ def test_a_lone_surrogate_exits_2_with_one_line(tmp_path, tiny_model_dir, gpt2_v
     assert "lone surrogate U+DFFF" in proc.stderr and "'genre'" in proc.stderr
 
 
+def test_prompts_too_short_to_analyse_exit_2_with_one_line_naming_them(tmp_path, tiny_model_dir, gpt2_vocab_dir):
+    path = tmp_path / "c.jsonl"
+    rows = [{"id": f"short{i}", "text": "Hi"} for i in range(7)] + [{"id": "long", "text": "Enough words for this one."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--model", str(tiny_model_dir), "--tokenizer", str(gpt2_vocab_dir),
+                           "--corpus", str(path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
+                          env=SCRIPT_ENV)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "short0 (1 tokens, 0 left)" in proc.stderr and "and 2 more" in proc.stderr and "--drop-positions" in proc.stderr
+
+
 def test_undecodable_bytes_in_a_txt_file_name_the_prompt_line_and_the_fix(tmp_path):
     (tmp_path / "a.txt").write_text("Fine.", encoding="utf-8")
     (tmp_path / "b.txt").write_bytes(b"first line\nsecond line, caf" + b"\xe9 au lait")
