@@ -9,12 +9,13 @@
 
 from .config import PRESETS, GPT2Config
 from .errors import ConfigError, InputError, ModelNotFoundError, UnknownNameError, WeightsError
+from .init import init_params, untrained_model
 from .loading import load_model
 from .model import GPT2, ActivationCache
 from .names import hook_names
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
-    "load_model", "load_tokenizer", "GPT2", "GPT2Config", "PRESETS", "ActivationCache", "Tokenizer",
+    "load_model", "load_tokenizer", "init_params", "untrained_model", "GPT2", "GPT2Config", "PRESETS", "ActivationCache", "Tokenizer",
     "hook_names", "ConfigError", "InputError", "ModelNotFoundError", "UnknownNameError", "WeightsError",
 ]
