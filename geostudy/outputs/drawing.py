@@ -36,6 +36,7 @@ from ..measure.analysis import FINAL_SITE  # noqa: E402
 from ..rundir.fsio import atomic_write_with  # noqa: E402
 from ..sites import EMBEDDINGS_SITE, site_info  # noqa: E402
 from ..store.activations import load_clouds, load_tensor, pattern_name  # noqa: E402
+from .layout_check import grow_to_fit  # noqa: E402
 from .tables import RESULT_COLUMNS  # noqa: E402
 
 DPI = 110
@@ -46,6 +47,13 @@ _ORDER = [s for s, _, _ in BLOCK_SITES]
 LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False, "axes.formatter.use_mathtext": False}
 TOKEN_LABEL_CHARS = 24  # a tick label; GPT-2 has tokens of 60+ characters (runs of dashes, ...)
 TEXT_LABEL_CHARS = 40  # a legend entry (genres)
+# Figure sizes, in inches at DPI: the report is at most 1200 px wide, so three panels of a depth
+# figure (3 x 3.5 in = 1155 px) are shown at full size; a figure is never narrower than
+# MIN_WIDTH (825 px), so that one panel still holds a legend of six genres and its title.
+PANEL_WIDTH, PANEL_HEIGHT, MIN_WIDTH = 3.5, 2.8, 7.5
+REPORT_WIDTH_PX = 1200
+LEGEND_MARGIN_PX = 8
+LENS_WIDTH, LENS_COLUMNS, LENS_CELL_POINTS = 10.5, 10, 8  # the logit-lens heatmap: 1155 px, 10 tokens a panel
 
 
 def _shorten(label: str, limit: int) -> str:
@@ -112,10 +120,14 @@ def _panels(site_names, cfg):
     return [(k, titles[k], sorted(panels[k])) for k in order], embeds
 
 
-def _grid(n: int, width: float = 5.0, height: float = 3.6):
+def _grid(n: int, width: float = PANEL_WIDTH, height: float = PANEL_HEIGHT):
+    """Up to three panels a row under constrained layout (which also places the suptitle and a
+    legend "outside" below); at least MIN_WIDTH wide, so that a one-panel figure still holds a
+    legend and a title."""
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(MIN_WIDTH, width * cols), height * rows + 0.9), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -175,7 +187,7 @@ def depth_figure(plan, res: Results, quantity: str, param, ylabel: str, title: s
             if px:
                 handle = ax.errorbar(px, pv, yerr=pe, color="black", marker="s", ms=4, lw=2.2, capsize=3)
                 legend.setdefault((1, 0), (handle, "pooled corpus"))
-        ax.set_title(ptitle, fontsize=10)
+        ax.set_title(ptitle, fontsize=9)
         ax.set_ylabel(ylabel)
         _block_ticks(ax, cfg, bool(embeds))
         if not xs and not embeds:
@@ -197,16 +209,30 @@ def _pooled_series(res: Results, quantity: str, param, points, with_errors: bool
 
 
 def _finish(fig, legend: dict, title: str, path: Path, legend_columns: int) -> None:
-    """One legend for all panels, the title, the layout, and the file. `legend`: {sort key:
+    """One legend for all panels, below them, the title, and the file. `legend`: {sort key:
     (handle, label)}, the first line drawn of each series in any panel. Passed to fig.legend
     as they are: matplotlib's own collection (get_legend_handles_labels) drops labels that start
-    with "_", and a genre may."""
+    with "_", and a genre may. The legend gets as many columns as fit the figure's width; what
+    still sticks out (a long title) widens the figure (layout_check.grow_to_fit)."""
+    fig.suptitle(title, fontsize=12)
     if legend:
         handles, labels = zip(*(legend[k] for k in sorted(legend)))
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), legend_columns), frameon=False)
-    fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+        _legend_that_fits(fig, list(handles), list(labels), legend_columns)
+    grow_to_fit(fig)
     _save(fig, path, tight=False)
+
+
+def _legend_that_fits(fig, handles: list, labels: list, max_columns: int):
+    """A figure legend below the panels with the most columns (up to max_columns) whose width
+    fits the figure: the legend's size needs no layout pass, only the renderer's text sizes."""
+    renderer = fig.canvas.get_renderer()
+    room = fig.bbox.width - 2 * LEGEND_MARGIN_PX
+    for ncol in range(min(len(labels), max_columns), 0, -1):
+        leg = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
+        if ncol == 1 or leg.get_window_extent(renderer).width <= room:
+            return leg
+        leg.remove()
+    return None
 
 
 def plotted_sites(plan, res: Results, quantity: str) -> list[str]:
@@ -237,7 +263,7 @@ def multi_line_figure(plan, res: Results, quantity: str, params: list, param_lab
                 handle = ax.errorbar(xs, vs, yerr=es if with_errors else None, color=color, marker="o", ms=3,
                                      lw=1.3, capsize=2)
                 legend.setdefault(i, (handle, param_label(param)))
-        ax.set_title(ptitle, fontsize=10)
+        ax.set_title(ptitle, fontsize=9)
         ax.set_ylabel(ylabel)
         _block_ticks(ax, cfg, bool(embeds))
     _finish(fig, legend, title, path, legend_columns=8)
@@ -253,9 +279,26 @@ def _lens_depth_labels(plan, sites):
     return labels
 
 
+def _lens_row_label(plan, site: str) -> str:
+    """A heatmap row: "block 3: attn + resid", short enough for the report's width."""
+    if site == FINAL_SITE:
+        return "model output"
+    info = site_info(site, plan.cfg)
+    return f"block {info.block}: {info.short}"
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    """0..n-1 in consecutive runs of at most `size`, as even as possible (10 + 10, not 19 + 1)."""
+    parts = max(1, math.ceil(n / size))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 def lens_heatmap(plan, focus_result: dict, top_rows, path: Path) -> None:
     """Depth x final top-k tokens: probability of each of the model's final top-k tokens at each
-    depth, with each depth's own top-1 token written at the right."""
+    depth, with each depth's own top-1 token at the right. Sized for the report's width (at most
+    REPORT_WIDTH_PX at DPI, so shown unscaled): at most LENS_COLUMNS token columns per panel,
+    more tokens in further panels below; cell numbers at LENS_CELL_POINTS."""
     sites = list(plan.lens_sites)
     ids = focus_result["lens_tracked"]["ids"]
     probs = np.array(focus_result["lens_tracked"]["probs"])  # (S, k)
@@ -264,32 +307,41 @@ def lens_heatmap(plan, focus_result: dict, top_rows, path: Path) -> None:
     mat = np.vstack([probs, np.array(final_probs)[None]])
     rows = sites + [FINAL_SITE]
     tokens = [own[(FINAL_SITE, r + 1)][0] for r in range(len(ids))]
-    fig_h = 2.4 + 0.3 * len(rows)
-    fig, ax = plt.subplots(figsize=(4.5 + 0.85 * len(ids) + 2.2, fig_h))
+    groups = _chunks(len(ids), LENS_COLUMNS)
+    panel_h = 1.0 + 0.24 * len(rows)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(LENS_WIDTH, panel_h * len(groups) + 0.6), squeeze=False,
+                             layout="constrained")
     vmax = max(1e-12, float(mat.max()))
-    im = ax.imshow(mat, aspect="auto", cmap="magma", vmin=0.0, vmax=vmax)
-    ax.set_xticks(range(len(ids)))
-    ax.set_xticklabels([token_label(t) for t in tokens], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(_lens_depth_labels(plan, rows), fontsize=7)
-    ax.set_xlabel(f"the model's final top-{len(ids)} next tokens")
     fmt = "{:.2f}" if vmax >= 0.01 else "{:.1e}"
-    if len(rows) <= 60:
-        for i in range(mat.shape[0]):
-            for j in range(mat.shape[1]):
-                v = mat[i, j]
-                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6,
-                        color="white" if v < 0.6 * vmax else "black")
-    ax2 = ax.twinx()
-    ax2.set_ylim(ax.get_ylim())
-    ax2.set_yticks(range(len(rows)))
-    ax2.set_yticklabels([f"{token_label(own[(s, 1)][0])} {fmt.format(own[(s, 1)][1])}" for s in rows], fontsize=7)
-    ax2.set_ylabel("this depth's own top-1 token, probability")
-    fig.colorbar(im, ax=[ax, ax2], location="right", fraction=0.02, pad=0.16, aspect=40,
+    row_labels = [_lens_row_label(plan, s) for s in rows]
+    own_labels = [f"{token_label(own[(s, 1)][0])} {fmt.format(own[(s, 1)][1])}" for s in rows]
+    im = None
+    for ax, cols in zip(axes.flat, groups):
+        sub = mat[:, cols.start:cols.stop]
+        im = ax.imshow(sub, aspect="auto", cmap="magma", vmin=0.0, vmax=vmax)
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels([token_label(tokens[j]) for j in cols], rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(row_labels, fontsize=8)
+        ax.set_xlabel(f"the model's final top-{len(ids)} next tokens"
+                      + ("" if len(groups) == 1 else f" (ranks {cols.start + 1}–{cols.stop})"), fontsize=9)
+        if len(rows) <= 60:
+            for i in range(sub.shape[0]):
+                for j in range(sub.shape[1]):
+                    v = sub[i, j]
+                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=LENS_CELL_POINTS,
+                            color="white" if v < 0.6 * vmax else "black")
+        right = ax.twinx()
+        right.set_ylim(ax.get_ylim())
+        right.set_yticks(range(len(rows)))
+        right.set_yticklabels(own_labels, fontsize=8)
+        right.set_ylabel("this depth's own top-1 token, probability", fontsize=9)
+    fig.colorbar(im, ax=list(axes.flat), location="bottom", shrink=0.5, aspect=40,
                  label="probability of the token at this depth")
-    ax.set_title(f"Logit lens on the last token of {plan.focus.id!r} (rows: where the residual stream is read)",
-                 fontsize=10, pad=8)
-    _save(fig, path)
+    fig.suptitle(f"Logit lens on the last token of {plan.focus.id!r} (rows: where the residual stream is read)",
+                 fontsize=10)
+    grow_to_fit(fig)
+    _save(fig, path, tight=False)
 
 
 _PLAIN_NUMBER = FuncFormatter(lambda v, _: f"{v:g}")
@@ -305,7 +357,7 @@ def lens_gif(plan, top_rows, path: Path) -> None:
     labels = _lens_depth_labels(plan, rows)
     probs_all = [p for s in rows for _, _, p in by_site[s]]
     lo = max(min(probs_all) / 2, 1e-12)  # one log-scaled axis for every frame: bars stay comparable
-    fig, ax = plt.subplots(figsize=(7, 4.4))
+    fig, ax = plt.subplots(figsize=(8, 4.4))
 
     def draw(i):
         ax.clear()
@@ -325,7 +377,9 @@ def lens_gif(plan, top_rows, path: Path) -> None:
         for y, p in enumerate(probs):
             ax.text(p, y, f" {p:.3g}", va="center", fontsize=8)
 
-    fig.subplots_adjust(left=0.27, right=0.97, top=0.86, bottom=0.13)  # fixed: no layout pass per frame
+    # fixed margins, no layout pass per frame: 2.2 in for a 24-character token at the left, room at
+    # the right for the number after a bar that reaches 1
+    fig.subplots_adjust(left=0.27, right=0.86, top=0.86, bottom=0.13)
     def write(tmp):
         writer = PillowWriter(fps=1.5)
         with writer.saving(fig, str(tmp), dpi=72):
@@ -344,7 +398,8 @@ def attention_grid(plan, tokens: list[str], path: Path) -> None:
     cols = math.ceil(math.sqrt(h))
     rows = math.ceil(h / cols)
     size = max(3.1, 9.0 / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.2, size * rows + 1.2), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.2, size * rows + 1.2), squeeze=False,
+                             layout="constrained")
     norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
     im = None
     for i, ax in enumerate(axes.flat):
@@ -372,7 +427,8 @@ def attention_grid(plan, tokens: list[str], path: Path) -> None:
     )
     if im is not None:
         fig.colorbar(im, ax=list(axes.flat), shrink=0.6, label="attention weight")
-    _save(fig, path)
+    grow_to_fit(fig)
+    _save(fig, path, tight=False)
 
 
 def pca_scatter(plan, path: Path, max_points: int = 4000) -> None:
@@ -388,7 +444,7 @@ def pca_scatter(plan, path: Path, max_points: int = 4000) -> None:
     share = ev[order] / ev.sum()
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(X.shape[0], size=min(max_points, X.shape[0]), replace=False))
-    fig = plt.figure(figsize=(8.5, 7))
+    fig = plt.figure(figsize=(8.5, 7), layout="constrained")
     ax = fig.add_subplot(projection="3d")
     sc = ax.scatter(pcs[pick, 0], pcs[pick, 1], pcs[pick, 2] if pcs.shape[1] > 2 else 0, c=positions[pick],
                     cmap="viridis", s=4, alpha=0.7, depthshade=False)
@@ -399,4 +455,5 @@ def pca_scatter(plan, path: Path, max_points: int = 4000) -> None:
     label = site_info(plan.scatter_site, plan.cfg).label
     ax.set_title(f"Token cloud {label}\nfirst three principal components, all prompts "
                  f"({pick.size} of {X.shape[0]} tokens shown)", fontsize=10)
-    _save(fig, path)
+    grow_to_fit(fig)
+    _save(fig, path, tight=False)
