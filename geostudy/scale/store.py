@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -68,6 +69,33 @@ def _sha256_file(path: Path, fsync: bool = False) -> tuple[int, str]:
         if fsync:
             os.fsync(fh.fileno())
     return size, h.hexdigest()
+
+
+# Chunks this process has hashed, by path: (inode, size, mtime, ctime) when hashed -> (size, sha256).
+# The analyses read each site's rows once per partition, i.e. every chunk several times; a chunk
+# whose file has not changed since (any write changes its ctime, which no program can set back)
+# is not hashed again. File times come from a coarse clock (a few ms), so a write just after the
+# hash could keep the same ctime: a hash is remembered only when the file's ctime was more than
+# a second old when hashing started, so that any later write must show a later ctime.
+_HASHED: dict[str, tuple[tuple[int, int, int, int], tuple[int, str]]] = {}
+_SETTLED_NS = 10**9
+
+
+def _stat_key(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _checked_sha256(path: Path) -> tuple[int, str]:
+    """_sha256_file, remembered for chunks that have not changed since this process hashed them."""
+    started, key = time.time_ns(), _stat_key(path)
+    known = _HASHED.get(str(path))
+    if known is not None and known[0] == key:
+        return known[1]
+    result = _sha256_file(path)
+    if started - key[3] > _SETTLED_NS and _stat_key(path) == key:
+        _HASHED[str(path)] = (key, result)
+    return result
 
 
 def _marker_group(shard: int, record: dict) -> dict:
@@ -134,6 +162,7 @@ class ActivationStore:
                 raise StudyError(f"shard {shard} of {site} must be {(r1 - r0, width)}, got {np.shape(rows[site])}")
         marker = self.marker_path(shard)
         marker.unlink(missing_ok=True)  # from here until the new marker, the shard is unfinished
+        self._remove_debris(shard)
         chunks = {}
         for site in self.sites:  # in the store's site order: the marker's bytes are deterministic
             chunk = self.chunk_path(site, shard)
@@ -145,6 +174,18 @@ class ActivationStore:
         record = {"rows": [r0, r1], "fingerprint": self.fingerprint, "chunks": chunks}
         marker.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(marker, _marker_group(shard, record), indent=2)
+
+    def _remove_debris(self, shard: int) -> None:
+        """The temporaries a writer of this shard left when it was killed: Zarr's
+        `<chunk>.<uuid>.partial` files and fsio's hidden marker temporaries. Only the shard's own
+        folders are touched, so writers of other shards are not disturbed."""
+        for site in self.sites:
+            chunk = self.chunk_path(site, shard)
+            for debris in chunk.parent.glob(f"{chunk.name}.*.partial"):
+                debris.unlink(missing_ok=True)
+        marker = self.marker_path(shard)
+        for debris in marker.parent.glob(f".*{TMP_MARK}*"):
+            debris.unlink(missing_ok=True)
 
     def _marker(self, shard: int) -> dict | None:
         try:
@@ -163,7 +204,7 @@ class ActivationStore:
             return self.path / site, "the shard's marker does not list it"
         chunk = self.path / entry["file"]
         try:
-            size, digest = _sha256_file(chunk)
+            size, digest = _checked_sha256(chunk)
         except FileNotFoundError:
             return chunk, "the file is missing"
         if size != entry["bytes"]:
