@@ -100,34 +100,33 @@ def _may_hold_surrogate(raw: str) -> bool:
     return "\\ud" in raw or "\\uD" in raw
 
 
-def _document_id(value, index: int, where: str) -> str:
-    if value is None:
-        return str(index)
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise StudyError(f"{where}: field {ID_FIELD!r} must be a string or an integer, got {type(value).__name__} {_shown(value)}")
-    return str(value)
-
-
-def _document_text(value, key: str, where: str) -> str:
-    if value is None:  # as the token study's loader: a null field is empty
-        return ""
-    if not isinstance(value, str):
-        raise StudyError(f"{where}: field {key!r} must be a string, got {type(value).__name__} {_shown(value)}")
-    return value
+def _named(where: str, obj: dict) -> str:
+    """`where` with the document's id when it has a string one (as the token study's messages)."""
+    return f"{where} (id {_shown(obj[ID_FIELD])})" if isinstance(obj.get(ID_FIELD), str) else where
 
 
 def _document_from_obj(obj, index: int, key: str, where: str, raw: str) -> Document:
-    """A JSON object as a Document; StudyError naming `where` on anything malformed."""
+    """A JSON object as a Document; StudyError naming `where` on anything malformed. A null
+    text is empty and a null id absent, as in the token study's loader."""
     if not isinstance(obj, dict):
         raise StudyError(f"{where}: a document must be a JSON object with a {key!r} field, got {type(obj).__name__}")
     if key not in obj:
-        raise StudyError(f"{where}: the document has no {key!r} field; its fields are {_shown(sorted(obj), 200)} "
+        raise StudyError(f"{_named(where, obj)}: the document has no {key!r} field; its fields are {_shown(sorted(obj), 200)} "
                          "(name the text field with --text-column)")
-    text = _document_text(obj[key], key, where)
-    doc_id = _document_id(obj.get(ID_FIELD), index, where)
+    text, doc_id = obj[key], obj.get(ID_FIELD)
+    if text is None:
+        text = ""
+    elif not isinstance(text, str):
+        raise StudyError(f"{_named(where, obj)}: field {key!r} must be a string, got {type(text).__name__} {_shown(text)}")
+    if doc_id is None:
+        doc_id = str(index)
+    elif isinstance(doc_id, bool) or not isinstance(doc_id, str | int):
+        raise StudyError(f"{where}: field {ID_FIELD!r} must be a string or an integer, got {type(doc_id).__name__} {_shown(doc_id)}")
+    else:
+        doc_id = str(doc_id)
     if _may_hold_surrogate(raw):
-        _check_field(key, text, where)
         _check_field(ID_FIELD, doc_id, where)
+        _check_field(key, text, _named(where, obj))
     return Document(index=index, id=doc_id, text=text)
 
 
