@@ -53,13 +53,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focus", default=None, help="prompt id for the single-prompt figures (default: the first prompt)")
     p.add_argument("--attention-block", default=None, help="block whose attention heads are drawn (default: the middle one)")
     p.add_argument("--scatter-site", default=None, help="site of the 3-D PCA scatter (default: the middle block's output)")
+    p.add_argument("--tsne", action="store_true",
+                   help="also draw t-SNE maps (scikit-learn) of the scatter site's cloud, the focus prompt's tokens labelled: "
+                        "several seconds per map, so off by default")
+    p.add_argument("--lens-gifs", default="focus",
+                   help="whose logit-lens GIF (after attention and after the block, side by side) is drawn: 'focus', 'all' "
+                        "(every prompt: about 3 s each), 'none', or comma-separated prompt ids (default: focus)")
+    p.add_argument("--cosine-gride", action="store_true",
+                   help="also run GRIDE on the pooled corpus with unit-length rows (cosine neighbours), drawn beside the "
+                        "Euclidean curve: a second pooled neighbour search per site, the study's largest cost, so off by default")
     p.add_argument("--workers", default=None,
                    help="threads for the analyses; the results do not depend on it (default: one per core, at most 4)")
     p.add_argument("--no-plots", action="store_true",
                    help="draw no figures; the report is still written, with its tables and text but without figures")
     p.add_argument("--no-report", action="store_true", help="write no HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_scale_flags(p)
     return p
+
+
+def _add_scale_flags(p: argparse.ArgumentParser) -> None:
+    """The corpus-scale protocol (one point per sequence, partitions with error bars)."""
+    from .scale.options import DEFAULT_BATCH_SIZE, DEFAULT_SEED, REMAINDERS, REPRESENTATIONS
+
+    g = p.add_argument_group(
+        "corpus-scale protocol (--represent last|mean)",
+        "One point per sequence over many sequences, as the literature measures a layer's intrinsic dimension "
+        "(Cheng et al. 2025; Valeriani et al. 2023): the corpus is streamed, cut into windows, deduplicated and sampled; "
+        "the residual stream of each sequence's last token (or its mean) is stored in activations.zarr; TwoNN, MLE, GRIDE "
+        "and PCA run on disjoint partitions (mean +- std across them); layers are compared by neighbourhood overlap and "
+        "linear CKA. The token study's figure and lens options do not apply.")
+    g.add_argument("--represent", default="tokens", choices=REPRESENTATIONS,
+                   help="tokens: the token study (every kept token of every prompt a point); last: each sequence's last "
+                        "token; mean: the mean over each sequence's kept positions (default: tokens)")
+    g.add_argument("--window", default=None,
+                   help="cut each document into sequences of exactly this many tokens (Cheng et al. use 20) "
+                        "(default: each document is one sequence, up to the model's context)")
+    g.add_argument("--remainder", default=None, choices=REMAINDERS,
+                   help="a document's last window, shorter than --window: drop it, or keep it shorter (right-padded in "
+                        "its batch) (default: drop)")
+    g.add_argument("--max-sequences", default=None,
+                   help="a seeded uniform sample of at most this many sequences, after duplicates are removed (default: all)")
+    g.add_argument("--seed", default=None,
+                   help=f"seed of the sampling, the partitions and the untrained model (default: {DEFAULT_SEED})")
+    g.add_argument("--text-column", default=None,
+                   help="the text field of a JSONL/Parquet/Hugging Face dataset corpus (default: text)")
+    g.add_argument("--split", default=None, help="the split of a Hugging Face dataset, hf:<name> (default: train)")
+    g.add_argument("--partitions", default=None,
+                   help="number of disjoint partitions (default: 5, or fewer equal ones when the corpus is small)")
+    g.add_argument("--partition-size", default=None,
+                   help="sequences per partition (default: 10000, or the largest equal share the corpus allows)")
+    g.add_argument("--batch-size", default=None,
+                   help=f"sequences per forward batch; part of the study's identity (default: {DEFAULT_BATCH_SIZE})")
+    g.add_argument("--untrained", action="store_true",
+                   help="also run the same protocol on an untrained GPT-2 of the same shape (GPT-2's initialisation, "
+                        "seeded by --seed), its rows marked model=untrained")
 
 
 def _error(message: str) -> int:
@@ -117,6 +165,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_sites:
         return list_sites(args.model)
+    if args.represent != "tokens":
+        return _main_scale(args)
+    from .scale.options import refuse_scale_options_for_tokens
+
+    try:
+        refuse_scale_options_for_tokens(_scale_values(args))
+    except StudyError as err:
+        return _error(str(err))
     from .pipeline.study import execute
     from .plan import prepare_study
     from .runtime.malloc import keep_freed_memory
@@ -129,6 +185,7 @@ def main(argv=None) -> int:
         attention_block=args.attention_block, scatter_site=args.scatter_site,
         plots=not args.no_plots, report=not args.no_report, progress=not args.quiet,
         runs_dir=args.runs_dir, workers=args.workers,
+        tsne=args.tsne, lens_gifs=args.lens_gifs, cosine_gride=args.cosine_gride,
     )
     try:
         plan = prepare_study(args.model, args.corpus, args.out, **options)
@@ -146,4 +203,48 @@ def main(argv=None) -> int:
               f"(with --out {plan.out}) to resume.", file=sys.stderr)
         return 130
     _print_summary(plan, out)
+    return 0
+
+
+def _scale_values(args) -> dict:
+    """The corpus-scale options given on the command line (None: not given)."""
+    return dict(window=args.window, remainder=args.remainder, max_sequences=args.max_sequences,
+                text_column=args.text_column, split=args.split, partitions=args.partitions,
+                partition_size=args.partition_size, batch_size=args.batch_size, untrained=args.untrained,
+                seed=args.seed)
+
+
+def _main_scale(args) -> int:
+    """The corpus-scale protocol: --represent last or mean."""
+    from .runtime.malloc import keep_freed_memory
+    from .scale.plan import prepare_scale_study
+    from .scale.study import execute_scale
+
+    keep_freed_memory()
+    given = {k: v for k, v in _scale_values(args).items() if v is not None}
+    try:
+        plan = prepare_scale_study(
+            args.model, args.corpus, args.out, tokenizer=args.tokenizer, sites=args.sites,
+            drop_positions=args.drop_positions, dtype=args.dtype, plots=not args.no_plots, report=not args.no_report,
+            progress=not args.quiet, runs_dir=args.runs_dir, workers=args.workers, represent=args.represent, **given)
+    except StudyError as err:
+        return _error(_with_hint(err))
+    if not args.quiet:
+        pp = plan.partition_plan
+        print(f"corpus-scale study: {plan.n_sequences} sequences ({args.represent}), {len(plan.sites)} sites, "
+              f"{pp.partitions} partitions of {pp.size}, model {args.model}", file=sys.stderr)
+        print(f"run folder: {plan.out}", file=sys.stderr)
+    try:
+        out = execute_scale(plan)
+    except StudyError as err:
+        return _error(str(err))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted. Finished shards and partitions are kept in {plan.out}; run the same command again "
+              f"(with --out {plan.out}) to resume.", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print("\nDone. Time per stage:")
+        print(plan.timer.table())
+        print(f"\nEverything is in {out}: report.html, tables/ (results, overlap, cka, partitions, spectra), "
+              "activations.zarr, manifest.json")
     return 0

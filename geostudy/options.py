@@ -24,6 +24,7 @@ DEFAULT_DROP_POSITIONS = (0,)  # GPT-2's first position is an attention sink, an
 DEFAULT_LENS_POSITIONS = 32
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 100
+LENS_GIFS_CHOICES = ("focus", "all")  # or comma-separated prompt ids, checked against the corpus in plan.py
 
 
 def integer_option(value, name: str, requirement: str, low: int, high: int | None = None) -> int:
@@ -84,6 +85,22 @@ def parse_lens_positions(value) -> int | None:
     return integer_option(value, "lens_positions", "an integer >= 0 (0: no all-positions summary) or None (all)", 0)
 
 
+def parse_lens_gifs(value) -> str | tuple[str, ...]:
+    """'focus' (the default: one GIF), 'all' (every prompt), 'none', or prompt ids (a list, or
+    comma-separated); the ids are checked against the corpus by plan.py."""
+    if value is None:
+        return "focus"
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in LENS_GIFS_CHOICES + ("none",):
+            return text.lower()
+        value = [s.strip() for s in text.split(",") if s.strip()]
+    ids = tuple(str(v) for v in value)
+    if not ids:
+        raise StudyError("lens_gifs must be 'focus', 'all', 'none' or prompt ids (comma-separated), got an empty list")
+    return ids
+
+
 def parse_dtype(value) -> str:
     if value not in DTYPES:
         raise StudyError(f"dtype must be {' or '.join(map(repr, DTYPES))}, got {value!r}")
@@ -110,6 +127,9 @@ class StudyOptions:
     progress: bool
     runs_dir: Path
     workers: int
+    tsne: bool = False  # the t-SNE figures (scikit-learn; seconds per cloud)
+    lens_gifs: str | tuple[str, ...] = "focus"  # whose logit-lens GIF is drawn (parse_lens_gifs)
+    cosine_gride: bool = False  # GRIDE of the pooled corpus on unit rows too: a second neighbour search per site
 
 
 def validate_options(
@@ -131,6 +151,9 @@ def validate_options(
     runs_dir: str | Path = DEFAULT_RUNS_DIR,
     workers=None,
     settings: EstimatorSettings | None = None,
+    tsne: bool = False,
+    lens_gifs="focus",
+    cosine_gride: bool = False,
 ) -> StudyOptions:
     """Check every option that can be checked without the model; StudyError on the first problem."""
     chosen = parse_estimators(estimators, "estimator")
@@ -145,6 +168,7 @@ def validate_options(
         pooled_settings=replace(base, estimators=pooled), drop_positions=drop, dtype=parse_dtype(dtype),
         lens_positions=lens, top_k=k, focus=focus, attention_block=attention_block, scatter_site=scatter_site,
         plots=bool(plots), report=bool(report), progress=bool(progress), runs_dir=Path(runs_dir), workers=n_workers,
+        tsne=bool(tsne), lens_gifs=parse_lens_gifs(lens_gifs), cosine_gride=bool(cosine_gride),
     )
 
 
@@ -153,6 +177,21 @@ def resolve_attention_block(value, n_layer: int) -> int:
     if value is None:
         return n_layer // 2
     return integer_option(value, "attention_block", f"a block index in 0..{n_layer - 1}", 0, n_layer - 1)
+
+
+def resolve_lens_gifs(value: str | tuple[str, ...], prompt_ids: list[str], focus_id: str) -> tuple[str, ...]:
+    """The prompts whose logit-lens GIF is drawn, in corpus order."""
+    if value == "focus":
+        return (focus_id,)
+    if value == "all":
+        return tuple(prompt_ids)
+    if value == "none":
+        return ()
+    unknown = [v for v in value if v not in prompt_ids]
+    if unknown:
+        raise StudyError(f"lens_gifs names prompts the corpus does not have: {', '.join(map(repr, unknown[:5]))}; "
+                         "give prompt ids of the corpus, 'focus', 'all' or 'none'")
+    return tuple(p for p in prompt_ids if p in value)
 
 
 def resolve_scatter_site(value: str | None, site_names: list[str], n_layer: int) -> str:

@@ -20,7 +20,7 @@ from gpt2np.loading import CONFIG_FILE, resolve_model_files
 from .corpus import Corpus, Prompt, load_corpus, tokenize_corpus
 from .errors import SiteError, StudyError
 from .measure.estimators import EstimatorSettings
-from .options import StudyOptions, resolve_attention_block, resolve_scatter_site, validate_options
+from .options import StudyOptions, resolve_attention_block, resolve_lens_gifs, resolve_scatter_site, validate_options
 from .rundir import manifest as mf
 from .rundir.folder import prepare_run_folder
 from .rundir.layout import RunLayout, default_run_folder
@@ -60,6 +60,9 @@ class StudyPlan:
     progress: bool = True
     workers: int = 1
     timer: StageTimer = field(default_factory=StageTimer)
+    tsne: bool = False  # draw the t-SNE figures
+    lens_gif_prompts: tuple[str, ...] = ()  # prompts whose side-by-side logit-lens GIF is drawn
+    cosine_gride: bool = False  # pooled GRIDE on unit rows as well (a second neighbour search per site)
 
     @property
     def cfg(self) -> gpt2np.GPT2Config:
@@ -217,6 +220,8 @@ def _fingerprint(model_info: dict, corpus: Corpus, token_ids, site_names, opts: 
         "focus": focus.id,
         "attention_block": attention_block,
         "scatter_site": scatter_site,
+        # only when on, so that the default study's fingerprint (and folder name) stays as it was
+        **({"cosine_gride": True} if opts.cosine_gride else {}),
     }
 
 
@@ -249,6 +254,7 @@ def prepare_study(
         attention_block = resolve_attention_block(opts.attention_block, cfg.n_layer)
         names = [s.name for s in site_list]
         scatter_site = resolve_scatter_site(opts.scatter_site, names, cfg.n_layer)
+        lens_gifs = resolve_lens_gifs(opts.lens_gifs, [p.id for p in corp], focus.id)
         fingerprint = _fingerprint(model_info, corp, ids, names, opts, focus, attention_block, scatter_site)
         if out is None:
             out = default_run_folder(opts.runs_dir, str(model), corp.name, mf.fingerprint_hash(fingerprint))
@@ -262,4 +268,5 @@ def prepare_study(
         top_k=opts.top_k, focus=focus, attention_block=attention_block, scatter_site=scatter_site,
         out=out, make_plots=opts.plots, make_report=opts.report, model_info=model_info, tokenizer_info=tok_info,
         fingerprint=fingerprint, progress=opts.progress, workers=opts.workers, timer=timer,
+        tsne=opts.tsne, lens_gif_prompts=lens_gifs, cosine_gride=opts.cosine_gride,
     )

@@ -23,6 +23,7 @@ from ..rundir.fsio import read_json
 from ..runtime.balance import run_shared, share_out
 from . import drawing
 from .drawing import LITERAL_TEXT, Results, plotted_sites
+from .gallery import gallery_figures
 
 GRIDE_HEADLINE_SCALE = 8  # the GRIDE neighbour order n1 shown against depth (n2 = 16), when computed
 PCA_HEADLINE_LEVEL = 0.9  # the variance share whose component count is shown against depth, when computed
@@ -173,4 +174,6 @@ def _figures(plan: StudyPlan, tables: dict, folder: Path) -> list[Figure]:
     figs.append(Figure("pca3d", path,
                        "The pooled token cloud on its first three principal components, coloured by position.",
                        partial(drawing.pca_scatter, plan, path), cost=DRAWING_SECONDS["pca3d"], uses_blas=True))
+    # the original study's other figures (issue 12): keys in gallery.GALLERY_KEYS, captions and costs there
+    figs += [Figure(g.key, g.path, g.caption, g.draw, g.cost, g.uses_blas) for g in gallery_figures(plan, tables, folder)]
     return figs

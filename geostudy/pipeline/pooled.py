@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..measure.analysis import analyse_cloud
+from ..measure.cosine_gride import gride_cosine
+from ..measure.distributions import distributions
 from ..measure.geometry import cosine_to_last_sum
 from ..plan import StudyPlan
 from ..rundir.integrity import write_json_checked, write_marker
@@ -33,12 +35,21 @@ def analyse_pooled_site(plan: StudyPlan, site: Site, inputs: str) -> None:
     with plan.timer.busy("pooled: load activations"):
         X, cos_last = load_pooled_cloud(plan, site.name)
     est = analyse_cloud(X, plan.pooled_settings, cosine_to_last=cos_last, timer=plan.timer.busy, prefix="pooled ")
+    if plan.cosine_gride and "gride" in plan.pooled_settings.estimators:
+        with plan.timer.busy("pooled gride, cosine (unit rows)"):
+            try:
+                est.items += gride_cosine(X, plan.pooled_settings.gride_range_max)
+            except ValueError as err:
+                est.skipped.append(("gride_cosine", str(err)))
+    with plan.timer.busy("pooled: histograms"):
+        hists = distributions(X, [int(k.size) for k in plan.kept])
     result = {
         "site": site.name,
         "n_points": int(X.shape[0]),
         "rows": [[q, p, v, e] for q, p, v, e in est.items],
         "spectrum": None if est.spectrum is None else [est.spectrum.tolist(), est.explained.tolist()],
         "skipped": [[name, reason] for name, reason in est.skipped],
+        "distributions": hists,  # the histograms over depth (outputs/gallery/histograms.py)
     }
     written = write_json_checked(plan.pooled_path(site.name), result)
     write_marker(plan.pooled_marker_path(site.name), plan.out, {plan.pooled_path(site.name): written},

@@ -14,17 +14,24 @@ from .executor import Executor
 ACTIVATIONS_FORMAT = "geostudy-activations-1"
 
 
+def focus_tensor_names(plan: StudyPlan) -> list[str]:
+    """What the focus prompt's file holds beyond the sites, for its figures: every block's
+    attention pattern (the sheet of head grids) and the chosen block's queries, keys and values."""
+    b = plan.attention_block
+    return [pattern_name(i) for i in range(plan.cfg.n_layer)] + [f"blocks.{b}.attn.hook_{x}" for x in "qkv"]
+
+
 def forward(plan: StudyPlan, i: int):
     """Forward pass of prompt i (no unembedding: the lens unembeds the rows it uses), its
     activations saved; returns (the cache, the activation file's checksum)."""
     prompt, ids = plan.corpus[i], plan.token_ids[i]
     site_names = [s.name for s in plan.sites]
-    extra = [pattern_name(plan.attention_block)] if prompt.id == plan.focus.id else []
+    extra = focus_tensor_names(plan) if prompt.id == plan.focus.id else []
     with plan.timer.busy("forward pass"):
         _, cache = plan.model.run_with_cache(
             ids, names=sorted(set(site_names) | set(plan.lens_sites) | set(extra)), return_type=None)
     with plan.timer.busy("save activations"):
-        tensors = {n: cache[n] for n in site_names + extra}
+        tensors = {n: cache[n] for n in dict.fromkeys(site_names + extra)}
         saved = save_activations(plan.act_path(prompt.id), tensors, ids, {"prompt_id": prompt.id, "format": ACTIVATIONS_FORMAT})
     return cache, saved
 
