@@ -126,6 +126,13 @@ def test_neighbour_lists_map_dropped_rows_to_their_kept_copy():
         assert np.array_equal(r.neighbours[row], expected[pos[stand_in]]), row
 
 
+def test_float64_near_duplicates_map_to_their_row_at_idests_largest_scale():
+    X = _cloud(n=200).astype(np.float64) * 1e149
+    X[20] = X[5] * (1 + 4e-16)  # within 64 float64 eps of row 5: dropped as its near-duplicate
+    r = analyse_partition(X, ScaleSettings())
+    assert r.n_near_duplicates == 1 and np.array_equal(r.neighbours[20], r.neighbours[5])
+
+
 def test_too_small_cloud_is_skipped_with_idests_message():
     r = analyse_partition(np.ones((5, 3), dtype=np.float32), ScaleSettings())
     assert r.items == [] and r.neighbours is None

@@ -189,7 +189,9 @@ def kept_position(X: np.ndarray, point_index: np.ndarray) -> np.ndarray:
     first = {rows[r].tobytes(): p for p, r in enumerate(point_index.tolist())}
     for r in dropped.tolist():
         pos[r] = first.get(rows[r].tobytes(), -1)
-    near = np.flatnonzero(pos < 0)  # near-duplicates (and -0.0 against 0.0): nearest kept row
+    # near-duplicates (and -0.0 against 0.0): the nearest kept row, in float64 (squares stay finite
+    # for every scale idest accepts, |x| <= 1e150)
+    near = np.flatnonzero(pos < 0)
     if near.size:
         kept = rows[point_index].astype(np.float64)
         kept_sq = np.einsum("ij,ij->i", kept, kept)
