@@ -16,11 +16,40 @@ from ..rundir.fsio import atomic_write_text
 from ..rundir.layout import MANIFEST, TABLE_DIR
 from ..sites import site_info
 from .figures import gride_headline_scale, pca_headline_level
-from .tables import RESULT_COLUMNS, TOP_TOKEN_COLUMNS
+from .findings import SINK_RATIO, sink_sentence, what_we_found
+from .matched import MATCHED_COLUMNS, matched_rows
+from .report_sections import findings_list, focus_sink, groups_view, run_details, section, toc
+from .tables import RESULT_COLUMNS, TOP_TOKEN_COLUMNS, write_table
 
 _C = {c: i for i, c in enumerate(RESULT_COLUMNS)}
 _T = {c: i for i, c in enumerate(TOP_TOKEN_COLUMNS)}
 _MIME = {".png": "image/png", ".gif": "image/gif"}
+MATCHED_TABLE = "matched_groups"  # tables/matched_groups.csv|json: genres and topics at a matched size
+
+# The figures each section shows first (figures.py's keys), and, by key prefix, the further
+# figures (the original study's gallery, outputs/gallery) each section shows after them; any other
+# figure goes to "More figures", so a new figure is never left out of the report.
+CORE_FIGURES = ("id_twonn", "id_mle", "id_gride", "id_gride_scales", "pca_components", "pca_components_90",
+                "pca_participation_ratio", "norms", "cosine_to_last", "pairwise_cosine", "log_volume",
+                "lens_heatmap", "lens_gif", "lens_kl_last", "lens_kl_all", "lens_agreement", "attention", "pca3d")
+SECTION_FIGURES = {
+    "id": ("gride_metrics",), "pca": ("spectra_",), "norms": ("distances_", "histograms_"),
+    "lens": ("lens_cosine", "lens_pair_gif"), "attention": ("attention_all_blocks", "attention_qkv"),
+    "cloud": ("pca_sheet_", "tsne_"),
+}
+
+
+def place_figures(keys: list[str]) -> dict[str, list[str]]:
+    """{section: further figure keys, in the order given}, plus "more" for every key no section
+    takes."""
+    placed: dict[str, list[str]] = {name: [] for name in SECTION_FIGURES}
+    placed["more"] = []
+    for key in keys:
+        if key in CORE_FIGURES:
+            continue
+        home = next((name for name, prefixes in SECTION_FIGURES.items() if key.startswith(prefixes)), "more")
+        placed[home].append(key)
+    return placed
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; max-width: 1200px; margin: 2em auto;
@@ -34,6 +63,8 @@ th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .6em 1em; }
 code { background: #f4f4f4; padding: 0 .2em; }
 details { margin: .6em 0; }
+.sides { display: flex; flex-wrap: wrap; gap: 1.5em; } .side { flex: 1 1 30em; overflow-x: auto; }
+nav ol { columns: 2; } section { scroll-margin-top: 1em; }
 """
 
 
@@ -152,7 +183,7 @@ def _lens_table(plan: StudyPlan, tables) -> str:
 
 def _links(out: Path) -> str:
     items = []
-    for name in ("results", "lens_top_tokens", "spectra", "prompts", "sites", "skipped"):
+    for name in ("results", "lens_top_tokens", "spectra", "prompts", "sites", "skipped", MATCHED_TABLE):
         for ext in ("csv", "json"):
             p = out / TABLE_DIR / f"{name}.{ext}"
             if p.is_file():
@@ -194,13 +225,18 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         "No position was dropped. Note that GPT-2's first position is a huge outlier (an attention sink with a "
         "residual norm far above the others), which dominates norms, principal components and distances."
     )
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Geometry of GPT-2 token clouds — {_e(plan.corpus.name)}</title>",
-        f"<style>{CSS}</style></head><body>",
-        "<h1>How the token cloud changes shape through GPT-2</h1>",
-        "<h2>What was run</h2>",
+    placed = place_figures(list(figures))
+    pooled_est = set(plan.pooled_settings.estimators)
+    n1, level = gride_headline_scale(plan.pooled_settings), pca_headline_level(plan.pooled_settings)
+    sink = focus_sink(plan)
+    found = what_we_found(tables["results"], n1 if "gride" in pooled_est else None,
+                          level if "pca" in pooled_est else None, plan.focus.id, sink, plan.attention_block)
+    matched = matched_rows(plan, level)
+    write_table(out / TABLE_DIR, MATCHED_TABLE, MATCHED_COLUMNS, matched)
+    sections = [
+        ("found", "What we found", findings_list(found) + "<p>Each sentence is computed from this run's tables (pooled "
+         "corpus unless said otherwise) when the report is written.</p>"),
+        ("run", "What was run", "".join([
         f"<p>Model: <code>{_e(m['source'])}</code> ({cfg.n_layer} blocks, {cfg.n_head} heads, width "
         f"{cfg.d_model}, MLP width {cfg.d_mlp}, computed in {_e(plan.dtype)}); weights file sha256 "
         f"<code>{_e(m['weights_sha256'][:16])}…</code>. Tokenizer: <code>{_e(plan.tokenizer_info['source'])}</code>. "
@@ -215,7 +251,8 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         "point, and the prompt's tokens form a cloud. Every quantity is computed for each prompt's cloud and for "
         "the <em>pooled</em> corpus: all analysed tokens of all prompts at that site together, the way the "
         "literature measures a layer's intrinsic dimension.</p>",
-        "<h2>Intrinsic dimension</h2>",
+        ]) + run_details(plan)),
+        ("id", "Intrinsic dimension", "".join([
         "<p>Estimates come from <code>idest</code>, on the activations as saved "
         f"({_e(plan.dtype)}), with exact nearest neighbours. <b>TwoNN</b> (Facco et al. 2017): the ratio of each "
         "point's second to first neighbour distance follows a Pareto law whose exponent is the dimension; fitted "
@@ -231,14 +268,17 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         "separate searches). An estimate that "
         f"cannot be made (too few points for the estimator) is listed in <code>tables/skipped.csv</code> "
         f"({len(skipped)} here).</p>",
-        f("id_twonn", "id_mle", "id_gride", "id_gride_scales"),
+        f("id_twonn", "id_mle", "id_gride", "id_gride_scales", *placed["id"]),
         "<h3>Pooled corpus, per site</h3>",
         _pooled_table(plan, tables),
-        "<h2>Principal components</h2>",
+        ])),
+        ("pca", "Principal components", "".join([
         f"<p>Eigenvalues of the covariance (ddof = 1) of the centred cloud, {_solver_text(est.pca_solver)} "
         "The full spectra are in <code>tables/spectra.csv</code>.</p>",
-        f("pca_components", "pca_components_90", "pca_participation_ratio"),
-        "<h2>Norms, angles and volume</h2>",
+        f("pca_components", "pca_components_90", "pca_participation_ratio", *placed["pca"]),
+        ])),
+        ("groups", "Genres and topics at a matched number of points", groups_view(plan, tables, matched, level)),
+        ("norms", "Norms, angles and volume", "".join([
         "<p><b>Mean centred norm</b>: the mean of |x<sub>i</sub> − mean|, the spread of the cloud. <b>Cosine to "
         "the last token</b>: the mean over tokens of cos(x<sub>i</sub>, x<sub>last</sub>), uncentred (the last "
         "analysed token is the one whose vector predicts the next token). <b>Anisotropy</b>: the mean cosine over "
@@ -248,8 +288,9 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         "forming a determinant, as the sum of ½·log((N−1)·λ<sub>i</sub>) over the non-zero covariance "
         "eigenvalues λ<sub>i</sub> (those PCA uses; idest sets eigenvalues at rounding level to zero), divided by N."
         "</p>",
-        f("norms", "cosine_to_last", "pairwise_cosine", "log_volume"),
-        "<h2>Logit lens</h2>",
+        f("norms", "cosine_to_last", "pairwise_cosine", "log_volume", *placed["norms"]),
+        ])),
+        ("lens", "Logit lens", "".join([
         "<p>The residual stream after each block's attention (<code>hook_resid_mid</code>) and after each block "
         "(<code>hook_resid_post</code>) is put through the model's final layer norm and unembedding, as if the "
         "model stopped there; softmax in float64 gives a next-token distribution p. It is compared with the "
@@ -264,17 +305,26 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         "model's.</p>",
         f("lens_heatmap", "lens_gif"),
         _lens_table(plan, tables),
-        f("lens_kl_last", "lens_kl_all", "lens_agreement"),
-        "<h2>Attention patterns</h2>",
-        f"<p>Every head of block {plan.attention_block} on <code>{_e(plan.focus.id)}</code>, all positions "
-        "included (the attention sink at position 0 shows as a bright first column).</p>",
-        f("attention"),
-        "<h2>The token cloud in 3-D</h2>",
+        f("lens_kl_last", "lens_kl_all", "lens_agreement", *placed["lens"]),
+        ])),
+        ("attention", "Attention patterns", "".join([
+            f"<p>Every head of block {plan.attention_block} on <code>{_e(plan.focus.id)}</code>, all positions "
+            "included. Attention to position 0 is measured as the mean, over heads and over every query after "
+            "position 0, of the weight on key 0, compared with the share a uniform causal pattern would give it "
+            f"(query i spreads 1/(i+1) over its keys); a sink is stated when it is at least {SINK_RATIO:g}× that share. "
+            + _e(sink_sentence(sink, plan.attention_block, plan.focus.id) or "No pattern was saved.") + "</p>",
+            f("attention", *placed["attention"]),
+        ])),
+        ("cloud", "The token cloud in 3-D", "".join([
         f"<p>The pooled cloud at <em>{_e(site_info(plan.scatter_site, cfg).label)}</em> "
         f"(<code>{_e(plan.scatter_site)}</code>) projected on its first three principal components; colour: the "
         "token's position in its prompt.</p>",
-        f("pca3d"),
-        "<h2>Tables</h2>",
+        f("pca3d", *placed["cloud"]),
+        ])),
+    ]
+    if placed["more"]:
+        sections.append(("more", "More figures", f(*placed["more"])))
+    sections.append(("tables", "Tables", "".join([
         "<p><code>tables/results.csv</code> (and .json) is tidy: one row per prompt (or <code>pooled</code>) × site "
         "× quantity (× parameter), with columns " + ", ".join(f"<code>{c}</code>" for c in RESULT_COLUMNS) + ". "
         "Quantities: <code>mean_norm</code>, <code>mean_centred_norm</code>, <code>cosine_to_last</code>, "
@@ -286,6 +336,15 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         "<code>lens_mean_kl_all_positions</code>, <code>lens_top1_agreement_all_positions</code>. "
         "<code>lens_top_tokens.csv</code> holds the top tokens per depth; <code>spectra.csv</code> every PCA "
         "spectrum; <code>prompts.csv</code> and <code>sites.csv</code> describe the rows.</p>",
+    ])))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Geometry of GPT-2 token clouds — {_e(plan.corpus.name)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>How the token cloud changes shape through GPT-2</h1>",
+        toc([(i, t) for i, t, _ in sections]),
+        *(section(i, t, b) for i, t, b in sections),
         "</body></html>",
     ]
     atomic_write_text(path, "\n".join(p for p in parts if p))
