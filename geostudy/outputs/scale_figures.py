@@ -30,7 +30,7 @@ from ..rundir.fsio import atomic_write_with  # noqa: E402
 from ..sites import EMBEDDINGS_SITE, Site, site_info  # noqa: E402
 from .drawing import DPI, LITERAL_TEXT  # noqa: E402
 from .figures import PCA_HEADLINE_LEVEL  # noqa: E402
-from .tables import RESULT_COLUMNS  # noqa: E402
+from .tables import RESULT_COLUMNS, read_csv  # noqa: E402
 
 TRAINED, UNTRAINED = "trained", "untrained"
 MODELS = (TRAINED, UNTRAINED)
@@ -125,6 +125,45 @@ class ScaleTables:
         """The models with results, trained first."""
         present = {r[_R["model"]] for r in self.results}
         return tuple(m for m in MODELS if m in present)
+
+
+def _cell(text: str):
+    """A CSV cell back as tables.py wrote it: "" -> None, integers -> int, other numbers -> float
+    (NaN, Inf, -Inf included), else the text."""
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _read_rows(path: Path, columns: list[str], text_columns: tuple[str, ...]) -> list[tuple]:
+    """A table written by tables.write_table, its cells typed again (text columns stay text)."""
+    if not path.is_file():
+        raise StudyError(f"{path} is missing; run the corpus-scale study (it writes tables/{path.name}) first")
+    rows = []
+    for r in read_csv(path):
+        if list(r) != columns:
+            raise StudyError(f"{path} has columns {list(r)}; expected {columns}")
+        rows.append(tuple(r[c] if c in text_columns else _cell(r[c]) for c in columns))
+    return rows
+
+
+def read_scale_tables(folder: Path, cfg, overlap_k: int | None = None) -> ScaleTables:
+    """The tables of a run folder's tables/ (results, overlap, cka, partitions .csv); the sites
+    are those results.csv names."""
+    folder = Path(folder)
+    text = ("model", "prompt_id", "genre", "topic", "site", "site_label", "sublayer", "quantity")
+    results = _read_rows(folder / "results.csv", SCALE_RESULT_COLUMNS, text)
+    pair_text = ("model", "site_a", "site_b")
+    overlap = _read_rows(folder / "overlap.csv", PAIR_COLUMNS, pair_text) if (folder / "overlap.csv").is_file() else []
+    cka = _read_rows(folder / "cka.csv", PAIR_COLUMNS, pair_text) if (folder / "cka.csv").is_file() else []
+    parts = _read_rows(folder / "partitions.csv", PARTITION_COLUMNS, ())
+    sites = {r[_R["site"]] for r in results}
+    return ScaleTables.build(results, overlap, cka, parts, sites, cfg, overlap_k=overlap_k)
 
 
 def _check_rows(name: str, rows, columns: list[str], model_col: int) -> None:
@@ -435,11 +474,13 @@ def pair_figure(tables: ScaleTables, rows, title: str, bar_label: str):
     fig, axes = plt.subplots(1, len(models), figsize=(side * len(models) + 1.6, side + 1.3), layout="constrained",
                              squeeze=False)
     im = None
-    for ax, model in zip(axes[0], models):
+    for k, (ax, model) in enumerate(zip(axes[0], models)):
         mat = np.ma.masked_invalid(pair_matrix(rows, model, tables.sites))
         im = ax.imshow(mat, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
         _site_ticks(ax, tables.sites, "x")
         _site_ticks(ax, tables.sites, "y")
+        if k:
+            ax.tick_params(labelleft=False)  # the same rows as the panel on its left
         ax.set_xlim(-0.5, n - 0.5)
         ax.set_ylim(n - 0.5, -0.5)
         ax.set_title(_model_label(model), fontsize=10)
