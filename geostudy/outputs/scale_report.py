@@ -33,7 +33,7 @@ from .scale_figures import (
 
 REPRESENTATIONS = ("last", "mean")
 REMAINDERS = ("drop", "keep")
-TABLE_FILES = ("results", "overlap", "cka", "partitions")
+TABLE_FILES = ("results", "overlap", "cka", "partitions", "spectra", "skipped")
 _P = {c: i for i, c in enumerate(PAIR_COLUMNS)}
 _NAMES = dict(ESTIMATORS)
 _REPRESENT_WORDS = {"last": "its last token", "mean": "the mean over its positions"}
@@ -421,6 +421,9 @@ def scale_section_html(info: ScaleReportInfo, tables: ScaleTables, figures: Mapp
         f"<h3>{'Trained model' if m == TRAINED else 'Untrained control'}: mean ± std across partitions</h3>"
         + _site_table(tables, m) for m in models)
     p = tables.partitions
+    mismatch = ("" if not p.sizes or (len(p.sizes) == info.partitions and set(p.sizes) == {info.partition_size}) else
+                f'<p class="note">The plan was P = {info.partitions} partitions of n = {info.partition_size}, but '
+                f"tables/partitions.csv holds {len(p.sizes)} partitions of {_e(sorted(set(p.sizes)))} sequences.</p>")
     parts = [
         "<h2>What was run</h2>", _what_was_run(info, tables, Path(out)),
         "<h2>The protocol</h2>", _protocol(info, tables),
@@ -432,7 +435,7 @@ def scale_section_html(info: ScaleReportInfo, tables: ScaleTables, figures: Mapp
         "<h2>Comparing sites</h2>", f("scale_overlap", "scale_cka") or "<p>No overlap or CKA table.</p>",
         "<h2>Partitions</h2>",
         f"<p>{len(p.sizes)} partitions from <code>tables/partitions.csv</code>; {p.unused} sequences in none.</p>",
-        _partition_table(tables),
+        mismatch, _partition_table(tables),
         "<h2>Time, versions</h2>",
         _kv_table("stage", info.timings, " s") if info.timings else "",
         _kv_table("package", info.versions) if info.versions else "",
