@@ -128,6 +128,37 @@ def test_dataset_dict_split_choice(tmp_path):
     _one_line_error(lambda: open_source(tmp_path / "ab"), r"has the splits a, b; choose one with --split")
 
 
+def test_a_hub_dataset_by_name(monkeypatch):
+    """hf:<name>:<config> goes to datasets.load_dataset (replaced here: the tests are offline)."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["a", None], "id": [10, 11]}),
+                                   "validation": datasets.Dataset.from_dict({"text": ["v"], "id": [12]})})
+        return dd if split is None else dd[split]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    src = open_source("hf:someone/wiki:raw-v1")
+    assert calls[0] == ("someone/wiki", "raw-v1", None)
+    assert _triples(src) == [(0, "10", "a"), (1, "11", "")]
+    assert (src.name, src.split) == ("wiki-raw-v1", "train")
+    assert src.description == "Hugging Face dataset someone/wiki (raw-v1), split train (2 rows, column text)"
+    assert src.fingerprint()["split"] == "train" and src.fingerprint()["name"] == "someone/wiki"
+    assert _triples(pickle.loads(pickle.dumps(src))) == _triples(src)  # a worker reloads it by name and split
+    assert calls[-1] == ("someone/wiki", "raw-v1", "train")
+    assert [d.text for d in open_source("hf:someone/wiki", split="validation")] == ["v"]
+
+    def unreachable(name, config=None, split=None):
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    _one_line_error(lambda: open_source("hf:someone/wiki"),
+                    r"^cannot load the dataset 'someone/wiki': Couldn't reach 'someone/wiki' on the Hub$")
+
+
 def test_fingerprint_is_the_content(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

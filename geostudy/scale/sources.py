@@ -438,11 +438,13 @@ def _is_saved_dataset(folder: Path) -> bool:
 
 
 def _pick_split(dataset, split: str | None, what: str):
-    """A Dataset from what load_dataset / load_from_disk returned (a Dataset or a DatasetDict)."""
+    """(Dataset, split name) from what load_dataset / load_from_disk returned (a Dataset or a
+    DatasetDict: split None picks "train", or the only split)."""
     if not hasattr(dataset, "keys"):  # one Dataset
-        if split is not None and split != str(getattr(dataset, "split", None) or ""):
-            raise StudyError(f"{what} is one dataset without splits; drop --split {split}")
-        return dataset
+        own = str(getattr(dataset, "split", None) or "")
+        if split is not None and own and split != own:
+            raise StudyError(f"{what} is one dataset, the split {own!r}; drop --split {split}")
+        return dataset, own or split or ""
     names = list(dataset.keys())
     if split is None:
         if "train" in names or len(names) == 1:
@@ -451,7 +453,7 @@ def _pick_split(dataset, split: str | None, what: str):
             raise StudyError(f"{what} has the splits {', '.join(names)}; choose one with --split")
     if split not in names:
         raise StudyError(f"{what} has no split {split!r}; its splits are {', '.join(names)}")
-    return dataset[split]
+    return dataset[split], split
 
 
 def _dataset_columns(dataset, text_column: str, what: str) -> bool:
@@ -478,15 +480,15 @@ class HFDatasetSource(DocumentSource):
             self.what = f"the dataset {hub_name!r}" + (f" (config {config!r})" if config else "")
         else:
             self.what = f"the dataset folder {folder}"
-        dataset = self._load()
+        dataset, self.split = self._load()
         self.with_ids = _dataset_columns(dataset, text_column, self.what)
-        self.split = str(getattr(dataset, "split", None) or split or "")
         self._dataset = dataset
         self.name = (hub_name.rsplit("/", 1)[-1] + (f"-{config}" if config else "")) if hub_name else folder.name
         shown = f"Hugging Face dataset {hub_name}" + (f" ({config})" if config else "") if hub_name else f"datasets folder {folder.name}/"
         self.description = f"{shown}, split {self.split or '-'} ({len(dataset)} rows, column {text_column})"
 
     def _load(self):
+        """(Dataset, split name); StudyError when it cannot be loaded."""
         datasets = _import_datasets()
         try:
             if self.hub_name is not None:
@@ -500,7 +502,7 @@ class HFDatasetSource(DocumentSource):
 
     def _loaded(self):
         dataset = self.__dict__.get("_dataset")
-        return self._load() if dataset is None else dataset
+        return self._load()[0] if dataset is None else dataset
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_dataset"}
