@@ -503,3 +503,21 @@ def test_bad_report_info_is_a_study_error():
         info(n_sequences=-1)
     with pytest.raises(StudyError, match="remainder"):
         info(remainder="pad")
+
+
+def test_a_spread_at_rounding_level_reads_as_none(tmp_path):
+    """Identical partitions (e.g. the embeddings of 20-token windows' last tokens, a small
+    vocabulary) give a std of ~1e-15: shown as 0.00, and no ratio of the difference to it."""
+    results, overlap, cka, parts, names, cfg = synthetic_rows(n_sites=13, peak=5)
+    peak = names[5]
+    flat = [r[:13] + (4.35e-15,) if (r[1] == "partitions" and r[4] == peak and r[10] == "id_gride_auto") else r
+            for r in results]
+    tables = sf.ScaleTables.build(flat, overlap, cka, parts, names, cfg)
+    text = _findings_text(tables)
+    assert "same value to rounding error" in text and "times the two models' standard deviations" not in text
+    mean = next(r[12] for r in flat if r[0] == "trained" and r[1] == "partitions" and r[4] == peak
+                and r[10] == "id_gride_auto")
+    assert f"{mean:.2f} ± 0.00" in text
+    path = tmp_path / "report.html"
+    sr.write_scale_report(info(), tables, {}, path)
+    assert "e-15" not in path.read_text(encoding="utf-8")

@@ -406,8 +406,8 @@ def gride_scale_figure(tables: ScaleTables):
     n = len(tables.sites)
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models) + 1.4, 4.6), layout="constrained",
                              sharey=True, squeeze=False)
-    cmap = plt.get_cmap("viridis")
-    norm = Normalize(vmin=0, vmax=max(1, n - 1))
+    cmap = plt.get_cmap("viridis").resampled(n)  # one colour per site: the colour bar reads as a list of sites
+    norm = Normalize(vmin=-0.5, vmax=n - 0.5)
     all_scales = sorted({p for m in models for p in tables.index.params(m, "id_gride")})
     for ax, model in zip(axes[0], models):
         for i, s in enumerate(tables.sites):

@@ -36,6 +36,7 @@ REMAINDERS = ("drop", "keep")
 TABLE_FILES = ("results", "overlap", "cka", "partitions", "spectra", "skipped")
 _P = {c: i for i, c in enumerate(PAIR_COLUMNS)}
 _NAMES = dict(ESTIMATORS)
+ROUNDING = 1e-9  # a spread below this fraction of the values is rounding: partitions that agree
 _REPRESENT_WORDS = {"last": "its last token", "mean": "the mean over its positions"}
 _HEADLINE_ORDER = ("id_gride_auto", "id_twonn", "id_mle")  # the estimator the findings lead with, when present
 
@@ -110,11 +111,23 @@ def fmt(v, digits: int = 2) -> str:
     return f"{v:.3g}"
 
 
+def fmt_std(v: float, digits: int = 2) -> str:
+    """A spread: with the mean's fixed decimals when below 1e5 (a spread at rounding level,
+    such as 4e-15 across identical partitions, reads 0.00), else 3 significant digits."""
+    return f"{v:.{digits}f}" if abs(v) < 1e5 else f"{v:.3g}"
+
+
 def fmt_summary(s: Summary | None) -> str:
     """"mean ± std", or the mean alone when there is no spread (one partition)."""
     if s is None:
         return ""
-    return fmt(s.mean) + (f" ± {fmt(s.std)}" if math.isfinite(s.std) else "")
+    return fmt(s.mean) + (f" ± {fmt_std(s.std)}" if math.isfinite(s.std) else "")
+
+
+def _sentence(text: str) -> str:
+    """Text given by the caller, ended with a full stop when it has none."""
+    text = text.strip()
+    return text if not text or text[-1] in ".!?" else text + "."
 
 
 def _e(x) -> str:
@@ -207,9 +220,11 @@ def _untrained_sentences(tables: ScaleTables, quantity: str) -> list[str]:
         else:
             sentence += ", the same as the trained model"
         spread = math.hypot(top.std, u.std)
-        if diff and math.isfinite(spread) and spread > 0:
+        if diff and math.isfinite(spread) and spread > ROUNDING * max(abs(top.mean), abs(u.mean)):
             sentence += (f", {abs(diff) / spread:.1f} times the two models' standard deviations across partitions "
                          "combined (the square root of the sum of their squares)")
+        elif diff and math.isfinite(spread):
+            sentence += ", while each model's partitions give the same value to rounding error"
         out.append(sentence + ".")
     ui, usite, utop = _peak(untrained)
     lo_t, hi_t = min(t[2].mean for t in trained), max(t[2].mean for t in trained)
@@ -352,9 +367,9 @@ def _what_was_run(info: ScaleReportInfo, tables: ScaleTables, out: Path) -> str:
         f"{_e(_window_text(info))} Window: <b>{_e(info.window if info.window is not None else 'none')}</b>; "
         f"remainder: <b>{_e(info.remainder)}</b>. Representation: {_represent_text(info)}. "
         f"<b>P = {info.partitions}</b> disjoint partitions of <b>n = {info.partition_size}</b> sequences each "
-        f"(seed {info.seed}): {_e(info.partition_note)} "
+        f"(seed {info.seed}): {_e(_sentence(info.partition_note))} "
         f"{len(s)} sites, from <em>{_e(s[0].label)}</em> to <em>{_e(s[-1].label)}</em>.{untrained} "
-        f"GRIDE's scale rule: {_e(info.gride_rule)}</p>"
+        f"GRIDE's scale rule: {_e(_sentence(info.gride_rule))}</p>"
         f"<p>Files of this run: {_links(out)}.</p>"
     )
 
@@ -375,7 +390,7 @@ def _protocol(info: ScaleReportInfo, tables: ScaleTables) -> str:
         "orders n1 = 1, 2, 4, … (n2 = 2·n1), which sees the ID at growing length scales (at the smallest scales "
         "noise inflates it), and <b>PCA</b> (components for 75–95% of the variance, participation ratio), a "
         "linear notion of dimension. GRIDE's headline scale is chosen automatically, site by site, where ID "
-        f"against scale is flattest — here: {_e(info.gride_rule)} The fixed scales are kept beside it.</p>"
+        f"against scale is flattest — here: {_e(_sentence(info.gride_rule))} The fixed scales are kept beside it.</p>"
         f"<p>Layers are compared with each other in two ways. The <b>neighbourhood overlap</b> [2]: for two "
         f"sites, the fraction of each sequence's {k} nearest neighbours that are the same sequences at both "
         "sites, averaged over sequences (1: the two sites arrange the sequences alike at small scales; from the "
