@@ -33,6 +33,19 @@ k to compute).
 Errors are ValueError/TypeError saying what was wrong and how to fix it.
 """
 
+from .blocked_knn import (
+    BlockNeighbors,
+    BlockPlan,
+    KnnCloud,
+    PairCandidates,
+    knn_blocked,
+    knn_group,
+    knn_pair,
+    merge_blocks,
+    neighborhoods_blocked,
+    plan_blocks,
+    prepare_cloud,
+)
 from .estimators import GRIDE, MLE, PCA, LocalPCA, TwoNN
 from .gride import gride
 from .mle import mle
@@ -62,6 +75,17 @@ __all__ = [
     "knn",
     "neighborhoods",
     "k_needed",
+    "knn_blocked",
+    "neighborhoods_blocked",
+    "plan_blocks",
+    "prepare_cloud",
+    "knn_pair",
+    "knn_group",
+    "merge_blocks",
+    "BlockPlan",
+    "KnnCloud",
+    "PairCandidates",
+    "BlockNeighbors",
     "spectrum",
     "n_components_for_variance",
     "pca_rule",

@@ -72,6 +72,7 @@ def search(
     min_points: int,
     method: str,
     k_name: str | None = "k",
+    nearest: Callable[[engine.Geometry, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Neighborhoods:
     """Validate X, drop (or refuse) duplicated and near-duplicated points, and return
     exact k-NN.
@@ -80,7 +81,12 @@ def search(
     N - 1); a function may return 0 for a single point, which then gets no neighbours.
     ``min_points`` is the fewest distinct points ``method`` accepts; with an integer k it
     must exceed k. ``k_name`` names k in error messages (None: not a user option).
+    ``nearest(geo, rows, k)`` -> (internal squared distances, indices) replaces the
+    in-process search of the points kept so far (rows of X): idest.blocked_knn runs it as
+    row-block tasks elsewhere (it must give what ``engine.nearest(geo, k)`` gives).
     """
+    if nearest is None:
+        nearest = lambda geo, rows, k: engine.nearest(geo, k)  # noqa: E731
     k_of = k if callable(k) else (lambda n, k=k: k)
     points = as_points(X)
     metric = check_metric(metric)
@@ -118,14 +124,14 @@ def search(
             break
         geo = engine.prepare(points, metric)
         zero = engine.COSINE_ZERO_SQ_CHORD if metric == "cosine" else 0.0
-        d2, idx = engine.nearest(geo, k_now)
+        d2, idx = nearest(geo, index, k_now)
         # exact repeats first, until none is left; then near-duplicates, found once among
         # the distinct points (after dropping them none is left: see engine.near_duplicates)
         repeats = engine.zero_distance_repeats(d2, idx, zero)
         if repeats.any():
             drop(repeats, "exact")
             continue
-        repeats = engine.near_duplicates(geo, d2, idx, tol_sq)
+        repeats = engine.near_duplicates(geo, d2, idx, tol_sq, search=lambda geo, k: nearest(geo, index, k))
         if repeats.any():
             drop(repeats, "near")
             continue

@@ -82,7 +82,7 @@ def first_of_each_group(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return roots != np.arange(n)
 
 
-def near_duplicates(geo: Geometry, d2: np.ndarray, idx: np.ndarray, tol_sq: float) -> np.ndarray:
+def near_duplicates(geo: Geometry, d2: np.ndarray, idx: np.ndarray, tol_sq: float, search=nearest) -> np.ndarray:
     """Mask of the near-duplicates to drop among distinct points, given their k-NN (d2, idx):
     every point of a group (connected by pairs within the tolerance, near_pairs) but
     its lowest index.
@@ -91,7 +91,8 @@ def near_duplicates(geo: Geometry, d2: np.ndarray, idx: np.ndarray, tol_sq: floa
     k-th neighbour is still within reach of it, the search is repeated with twice the
     neighbours (rare: a point with k or more near-copies). Then no pair of the points kept
     is within the tolerance (it would have joined their groups), and an estimator asking
-    for 2 neighbours drops the same points as a shared search for 64."""
+    for 2 neighbours drops the same points as a shared search for 64. ``search(geo, k)``
+    is the search repeated (the row-block tasks of idest.blocked_knn give the same)."""
     n, k = d2.shape
     if tol_sq == 0.0:
         return np.zeros(n, dtype=bool)
@@ -103,7 +104,7 @@ def near_duplicates(geo: Geometry, d2: np.ndarray, idx: np.ndarray, tol_sq: floa
     reach = tol_sq * float(sq_norms.max())
     while k < n - 1 and np.any(d2[:, k - 1] <= reach):
         k = min(n - 1, 2 * k)
-        d2, idx = nearest(geo, k)
+        d2, idx = search(geo, k)
     a, b = near_pairs(d2, idx, sq_norms, tol_sq)
     return first_of_each_group(n, a, b)
 
