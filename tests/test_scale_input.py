@@ -19,7 +19,7 @@ import pytest
 import gpt2np
 from geostudy import StudyError, load_corpus
 from geostudy.scale import sources as sources_mod
-from geostudy.scale.sequences import build_sequences, encode_batch
+from geostudy.scale.sequences import DigestSet, _insert_digests, build_sequences, encode_batch
 from geostudy.scale.sources import Document, open_source
 
 DOCS = [
@@ -388,6 +388,26 @@ def test_duplicates_are_token_for_token_and_the_first_is_kept(tmp_path, tok, voc
     s = build_sequences(open_source(_jsonl(tmp_path / "d.jsonl", [{"text": "A"}, {"text": "A b"}])), tok,
                         window=None, n_ctx=1024)
     assert s.lengths.tolist() == [1, 2] and s.n_duplicates == 0
+
+
+def test_the_digest_table_agrees_with_a_python_set():
+    """Growth, repeats within one batch, and colliding slots (the probing) against set()."""
+    rng = np.random.default_rng(0)
+    table = DigestSet(capacity=4)
+    seen, batches = set(), [[rng.integers(0, 30, size=int(rng.integers(1, 4))).astype(np.int32) for _ in range(m)]
+                            for m in (1, 7, 300, 2000, 0, 50)]
+    for batch in batches:
+        expected = []
+        for p in batch:
+            expected.append(p.tobytes() not in seen)
+            seen.add(p.tobytes())
+        assert table.add(batch).tolist() == expected
+    assert table.count == len(seen) and table.count <= DigestSet.MAX_LOAD * table.table.shape[0]
+    slots = np.zeros((8, 2), dtype=np.uint64)
+    same_slot = np.array([[8, 1], [16, 2], [8, 1], [0, 3], [24, 4], [16, 2]], dtype=np.uint64)  # all hash to slot 0
+    is_new = np.zeros(6, dtype=bool)
+    assert _insert_digests(slots, same_slot, is_new) == 4
+    assert is_new.tolist() == [True, True, False, True, True, False]
 
 
 # ---------------------------------------------------------------- sampling
