@@ -401,7 +401,7 @@ def test_the_report_states_the_protocol_and_cites_the_papers(tmp_path):
     for needle in ("N = 4321", "P = 3", "n = 1111", "Window: 20", "remainder: drop", "1234 documents",
                    "5678 candidate sequences", "17 identical sequences", "mean of its hidden states",
                    "leaving out positions [0]", "the scale whose ID differs least from the next scale&#x27;s.",
-                   "3 partitions of 1111: what the corpus allows.", "seed 7", "numpy", "40.25 s"):
+                   "3 partitions of 1111: what the corpus allows.", "seed 7", "numpy", "40.25"):
         assert needle in text, needle
     for cite in ("Emergence of a high-dimensional abstraction phase in language transformers. ICLR 2025",
                  "The geometry of hidden representations of large transformer models. NeurIPS 2023",
@@ -521,3 +521,24 @@ def test_a_spread_at_rounding_level_reads_as_none(tmp_path):
     path = tmp_path / "report.html"
     sr.write_scale_report(info(), tables, {}, path)
     assert "e-15" not in path.read_text(encoding="utf-8")
+
+
+def test_missing_values_and_tables_leave_gaps_not_errors(tmp_path):
+    results, overlap, cka, parts, names, cfg = synthetic_rows(n_sites=13)
+    # NaN at one site for every quantity, no GRIDE at all, no overlap nor CKA table
+    holes = [r[:12] + (math.nan,) + r[13:] if r[4] == names[3] else r for r in results if not r[10].startswith("id_gride")]
+    tables = sf.ScaleTables.build(holes, [], [], parts, names, cfg)
+    figures = sf.make_scale_plots(tables, tmp_path / "plots")
+    assert list(figures) == ["scale_id", "scale_pca"]
+    with matplotlib.rc_context(LITERAL_TEXT):
+        fig = sf.id_figure(tables)
+        xs = np.asarray(fig.axes[0].containers[0].lines[0].get_xdata(), float)
+        assert outside_canvas(fig) == []
+        plt.close(fig)
+    np.testing.assert_array_equal(xs, [i for i in range(13) if i != 3])
+    path = tmp_path / "report.html"
+    sr.write_scale_report(info(), tables, figures, path)
+    page = path.read_text(encoding="utf-8")
+    assert "No overlap or CKA table." in page and "With TwoNN," in page
+    header, *rows = parse(path).tables["sites trained"]
+    assert rows[3][2:] == [""] * (len(header) - 2)  # the site without values: empty cells

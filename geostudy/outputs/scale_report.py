@@ -410,7 +410,7 @@ def _references() -> str:
     return "<ol class=\"references\">" + "".join(f"<li>{_e(REFERENCES[k])}</li>" for k in order) + "</ol>"
 
 
-def _kv_table(title: str, items: Mapping, unit: str = "") -> str:
+def _kv_table(title: str, items: Mapping, unit: str = "", value_title: str = "value") -> str:
     rows = []
     for k, v in items.items():
         if isinstance(v, Mapping):
@@ -418,7 +418,7 @@ def _kv_table(title: str, items: Mapping, unit: str = "") -> str:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             v = fmt(v) + unit
         rows.append([_e(k), _e(v)])
-    return _table([title, "value"], rows)
+    return _table([title, value_title], rows)
 
 
 def scale_section_html(info: ScaleReportInfo, tables: ScaleTables, figures: Mapping[str, tuple[Path, str]],
@@ -452,8 +452,8 @@ def scale_section_html(info: ScaleReportInfo, tables: ScaleTables, figures: Mapp
         f"<p>{len(p.sizes)} partitions from <code>tables/partitions.csv</code>; {p.unused} sequences in none.</p>",
         mismatch, _partition_table(tables),
         "<h2>Time, versions</h2>",
-        _kv_table("stage", info.timings, " s") if info.timings else "",
-        _kv_table("package", info.versions) if info.versions else "",
+        _kv_table("stage", info.timings, "", "seconds") if info.timings else "",
+        _kv_table("package", info.versions, "", "version") if info.versions else "",
         f"<p>Written {_e(info.date)}.</p>" if info.date else "",
         "<h2>References</h2>", _references(),
     ]
