@@ -14,6 +14,11 @@ writes tidy tables (CSV + JSON), plots and a self-contained HTML report.
     # run / "tables" / "results.csv": prompt_id, genre, topic, site, ..., quantity, param, value, error
     # run / "report.html": open it in a browser
 
+    # the corpus-scale protocol: one point per sequence (the last token's residual stream, or
+    # the mean over the sequence), TwoNN/MLE/GRIDE/PCA on disjoint partitions, mean +- std
+    run = geostudy.run_scale_study("gpt2", corpus="docs.jsonl", represent="last", window=20,
+                                   partitions=5, partition_size=10_000, untrained=True)
+
     corpus = geostudy.load_corpus()                      # the shipped 30 prompts (or a path)
     geostudy.resolve_sites("default", model.cfg)          # the sites, in depth order, with labels
 
@@ -34,6 +39,9 @@ test tests/test_study_architecture.py checks it):
     plan.py        StudyPlan and prepare_study: everything loaded once, before any work
     outputs/       tables, the figure list, drawing, the report
     pipeline/      the executor interface, per-prompt and pooled tasks, resume checks, execute
+    scale/         the corpus-scale protocol, in the same layers: sources and sequences (inputs),
+                   partitions, analyses, compare (measure), forward and the Zarr store (store),
+                   options, plan, tables (outputs), tasks and study (pipeline)
     cli.py         the command line
 """
 
@@ -43,6 +51,8 @@ from .measure.estimators import ESTIMATORS, EstimatorSettings
 from .outputs import tables
 from .pipeline.study import execute, run_study
 from .plan import StudyPlan, prepare_study
+from .scale.plan import ScalePlan, prepare_scale_study
+from .scale.study import execute_scale, run_scale_study
 from .sites import Site, default_site_names, resolve_sites
 
 __version__ = "0.1.0"
@@ -50,5 +60,5 @@ __version__ = "0.1.0"
 __all__ = [
     "run_study", "prepare_study", "execute", "StudyPlan", "load_corpus", "Corpus", "Prompt",
     "SHIPPED_CORPUS", "StudyError", "ESTIMATORS", "EstimatorSettings", "Site", "resolve_sites",
-    "default_site_names", "tables",
+    "default_site_names", "tables", "run_scale_study", "prepare_scale_study", "execute_scale", "ScalePlan",
 ]

@@ -15,14 +15,14 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "geostudy"
 LAYERS = [
     ("errors", ("geostudy.errors",)),
     ("runtime", ("geostudy.runtime",)),  # threads, forked helpers, malloc, progress: no science
-    ("run folder", ("geostudy.rundir",)),
-    ("inputs", ("geostudy.corpus", "geostudy.sites")),
-    ("measure", ("geostudy.measure",)),
-    ("store", ("geostudy.store",)),
-    ("options", ("geostudy.options",)),
-    ("plan", ("geostudy.plan",)),
-    ("outputs", ("geostudy.outputs",)),
-    ("pipeline", ("geostudy.pipeline",)),
+    ("run folder", ("geostudy.rundir", "geostudy.scale.layout")),
+    ("inputs", ("geostudy.corpus", "geostudy.sites", "geostudy.scale", "geostudy.scale.sources", "geostudy.scale.sequences")),
+    ("measure", ("geostudy.measure", "geostudy.scale.partitions", "geostudy.scale.analyses", "geostudy.scale.compare")),
+    ("store", ("geostudy.store", "geostudy.scale.forward", "geostudy.scale.store")),
+    ("options", ("geostudy.options", "geostudy.scale.options")),
+    ("plan", ("geostudy.plan", "geostudy.scale.plan")),
+    ("outputs", ("geostudy.outputs", "geostudy.scale.tables")),
+    ("pipeline", ("geostudy.pipeline", "geostudy.scale.tasks", "geostudy.scale.study", "geostudy.cluster")),
     ("command line", ("geostudy.cli", "geostudy.__main__")),
     ("public API", ("geostudy",)),
 ]
