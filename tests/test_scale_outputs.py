@@ -442,6 +442,9 @@ def test_the_report_embeds_the_figures(drawn_plots, tmp_path):
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]) == png.read_bytes()
     assert 'src="plots/' not in path.read_text(encoding="utf-8")  # self-contained
+    again = tmp_path / "again.html"
+    sr.write_scale_report(info(), tables, figures, again)
+    assert again.read_bytes() == path.read_bytes()
 
 
 def _findings_text(tables) -> str:
