@@ -105,6 +105,10 @@ def _add_scale_flags(p: argparse.ArgumentParser) -> None:
                    help="sequences per partition (default: 10000, or the largest equal share the corpus allows)")
     g.add_argument("--batch-size", default=None,
                    help=f"sequences per forward batch; part of the study's identity (default: {DEFAULT_BATCH_SIZE})")
+    g.add_argument("--cluster", default=None,
+                   help="run the tasks on a Dask cluster: local:N (N worker processes on this machine) or a scheduler "
+                        "address tcp://host:8786 (default: DASK_SCHEDULER_ADDRESS if set, else this process's own threads); "
+                        "the tables are the same bytes either way. Needs pip install \"gpt2-geometry[cluster]\"")
     g.add_argument("--untrained", action="store_true",
                    help="also run the same protocol on an untrained GPT-2 of the same shape (GPT-2's initialisation, "
                         "seeded by --seed), its rows marked model=untrained")
@@ -235,7 +239,7 @@ def _main_scale(args) -> int:
               f"{pp.partitions} partitions of {pp.size}, model {args.model}", file=sys.stderr)
         print(f"run folder: {plan.out}", file=sys.stderr)
     try:
-        out = execute_scale(plan)
+        out = _run_on(args.cluster, lambda executor: execute_scale(plan, executor))
     except StudyError as err:
         return _error(str(err))
     except KeyboardInterrupt:
@@ -248,3 +252,24 @@ def _main_scale(args) -> int:
         print(f"\nEverything is in {out}: report.html, tables/ (results, overlap, cka, partitions, spectra), "
               "activations.zarr, manifest.json")
     return 0
+
+
+def _cluster_spec(flag: str | None) -> str | None:
+    """--cluster, else DASK_SCHEDULER_ADDRESS, else None (this process's threads)."""
+    import os
+
+    from .cluster.connection import ADDRESS_VARIABLE
+
+    return flag or os.environ.get(ADDRESS_VARIABLE) or None
+
+
+def _run_on(flag: str | None, work):
+    """work(executor) on the cluster the flag (or the environment) names, else work(None)."""
+    spec = _cluster_spec(flag)
+    if spec is None:
+        return work(None)
+    from .cluster.connection import connect
+    from .cluster.executor import DaskExecutor
+
+    with connect(spec) as cluster:
+        return work(DaskExecutor(cluster.client))

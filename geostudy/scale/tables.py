@@ -1,8 +1,9 @@
 """The corpus-scale study's tidy tables, assembled from the units' files in a fixed order:
 
     results.csv     model, then the token study's columns; prompt_id "partition-<k>" for one
-                    partition, "partitions" for the mean over partitions (error: their standard
-                    deviation); quantity as in the token study, plus id_gride_auto
+                    partition (n_points: its distinct points), "partitions" for the mean over
+                    partitions (error: their standard deviation; n_points: the fewest distinct
+                    points of any partition); quantity as in the token study, plus id_gride_auto
     overlap.csv     model, partition ("partition-<k>" or "mean"), site_a, site_b, value
     cka.csv         the same columns, linear CKA
     partitions.csv  sequence, document, start, length, partition (-1: in no partition)
@@ -64,11 +65,12 @@ def assemble_scale_tables(plan: ScalePlan) -> ScaleTableRows:
     P = plan.partition_plan.partitions
     for run in plan.runs:
         for site in plan.sites:
-            per_partition = []
+            per_partition, n_points = [], []
             for p in range(P):
                 record = read_json(plan.layout.unit_paths(run.name, site.name, p)[0])
                 items = [tuple(r) for r in record["rows"]]
                 per_partition.append(items)
+                n_points.append(record["n_points"])
                 results += [[run.name, partition_id(p), "", "", *_site_columns(site), record["n_points"], q, par, v, e]
                             for q, par, v, e in items]
                 if record["spectrum"] is not None:
@@ -76,7 +78,8 @@ def assemble_scale_tables(plan: ScalePlan) -> ScaleTableRows:
                     spectra += [[run.name, partition_id(p), site.name, c + 1, ev, ev / total if total > 0 else float("nan")]
                                 for c, ev in enumerate(record["spectrum"])]
                 skipped += [[run.name, partition_id(p), site.name, est, why] for est, why in record["skipped"]]
-            results += [[run.name, SUMMARY_ID, "", "", *_site_columns(site), plan.partition_plan.size, q, par, v, e]
+            # n_points of the summary: the fewest distinct points any partition had
+            results += [[run.name, SUMMARY_ID, "", "", *_site_columns(site), min(n_points), q, par, v, e]
                         for q, par, v, e in summarise(per_partition)]
         overlap += _compare_rows(plan, run.name, "overlap")
         cka += _compare_rows(plan, run.name, "cka")
