@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.animation import PillowWriter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from ...rundir.fsio import atomic_write_with  # noqa: E402
 from ...sites import EMBEDDINGS_SITE, site_info  # noqa: E402
@@ -102,3 +103,10 @@ def depth_colourbar(fig, axes, n_layer: int, label: str = "block") -> None:
     bar.set_label(label + " (grey lines: the embeddings)")
     step = max(1, n_layer // 12)
     bar.set_ticks(list(range(0, n_layer, step)))
+
+
+def plain_log_labels(axis) -> None:
+    """Plain-number labels on a log axis (its own formatter writes maths, "10^{2}", which is shown
+    as source text under LITERAL_TEXT), and no labels on its minor ticks."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())

@@ -42,8 +42,7 @@ def all_blocks_sheet(plan, path: Path) -> None:
     n_block = len(patterns)
     cell = min(0.75, 10.0 / h)
     fig, ax = plt.subplots(figsize=(cell * h + 1.8, cell * n_block + 1.4), layout="constrained")
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # the gaps between tiles
     im = ax.imshow(img, cmap=cmap, norm=PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0), interpolation="nearest")
     ax.set_xticks([j * (t + GAP) + (t - 1) / 2 for j in range(h)])
     ax.set_xticklabels([str(j) for j in range(h)], fontsize=8)

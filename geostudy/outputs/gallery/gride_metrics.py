@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 
 from ...corpus import POOLED_ID
 from ..drawing import Results
-from ._canvas import depth_colour, depth_colourbar, save_png, site_names, sublayer_rows
+from ._canvas import depth_colour, depth_colourbar, plain_log_labels, save_png, site_names, sublayer_rows
 
 METRICS = (("id_gride", "Euclidean"), ("id_gride_cosine", "cosine (unit rows)"))
 
@@ -40,7 +40,7 @@ def gride_both_metrics(plan, results_rows, path: Path) -> None:
                     ax.errorbar(xs, vs, yerr=es, color=depth_colour(block, plan.cfg.n_layer), lw=1.1, marker="o",
                                 ms=2, capsize=1.5)
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+            plain_log_labels(ax.xaxis)
             ax.set_title(f"{title}: {metric}", fontsize=9)
             ax.set_ylabel("GRIDE ID")
             ax.grid(alpha=0.3)

@@ -20,7 +20,7 @@ import numpy as np
 from ...measure.distributions import cosine_edges, norm_edges
 from ...rundir.fsio import read_json
 from ...sites import EMBEDDINGS_SITE, site_info
-from ._canvas import depth_colour, depth_label, save_gif, save_png, site_names
+from ._canvas import depth_colour, depth_label, plain_log_labels, save_gif, save_png, site_names
 
 QUANTITIES = (
     ("row_norm", "row norm |x| (log scale)"),
@@ -80,6 +80,7 @@ def _occupied(dists: dict, quantity: str) -> tuple[float, float]:
 def _axis(ax, quantity: str, lo: float, hi: float) -> None:
     if quantity == "row_norm":
         ax.set_xscale("log")
+        plain_log_labels(ax.xaxis)
     ax.set_xlim(lo, hi)
 
 

@@ -89,7 +89,9 @@ def _sheet(plan, clouds, sites, colour, cmap, title, path: Path, colour_label=No
                    markerscale=4)
     elif sc is not None and colour_label:
         fig.colorbar(sc, ax=fig.axes, shrink=0.6, label=colour_label)
-    fig.suptitle(title, fontsize=10)
+    # above the 3-D panels' own titles (constrained layout does not make room for them); the saved
+    # file is cropped to what is drawn, so it stays on the canvas
+    fig.suptitle(title, fontsize=10, y=1.05)
     save_png(fig, path)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ...corpus import POOLED_ID
 from ...sites import EMBEDDINGS_SITE, site_info
 from ..drawing import text_label
-from ._canvas import depth_colour, depth_colourbar, save_png, site_names, sublayer_rows
+from ._canvas import depth_colour, depth_colourbar, plain_log_labels, save_png, site_names, sublayer_rows
 
 N_COMPONENTS = 20
 
@@ -46,6 +46,7 @@ def pooled_spectra(plan, spectra_rows, path: Path) -> None:
             ax_p.plot(comps, 100 * r, color=colour, lw=1.1, marker="o", ms=2)
             ax_c.plot(comps, 100 * np.cumsum(r), color=colour, lw=1.1, marker="o", ms=2)
         ax_p.set_yscale("log")
+        plain_log_labels(ax_p.yaxis)
         ax_p.set_ylabel("% of variance")
         ax_c.set_ylabel("cumulative %")
         ax_c.set_ylim(0, 100)

@@ -3,7 +3,7 @@ the pooled corpus (a seeded sample) coloured by genre.
 
 The embedding is scikit-learn's (sklearn.manifold.TSNE: exact gradients of a well-tested
 implementation, not worth writing again): seeded (random_state=0), initialised from PCA,
-perplexity 30 or, for small clouds, (N - 1) / 3 (it must stay below N). scikit-learn is only
+perplexity 30 or, for small clouds, (N - 1) / 3 (it must stay below N), on one thread. scikit-learn is only
 needed with --tsne and is imported when a map is drawn.
 """
 
@@ -22,7 +22,7 @@ from ._canvas import sample_rows, save_png
 from .distances import focus_tokens
 from .pca_sheet import genre_index
 
-POOLED_POINTS = 2000
+POOLED_POINTS = 1000
 SEED = 0
 LABELLED_TOKENS = 120  # more labels than this would cover each other
 
@@ -38,9 +38,14 @@ def tsne_2d(X: np.ndarray) -> np.ndarray:
         from sklearn.manifold import TSNE
     except ImportError:
         raise StudyError("--tsne needs scikit-learn: pip install 'scikit-learn>=1.3' (or run without --tsne)") from None
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
     X = np.asarray(X, dtype=np.float64)
-    return TSNE(n_components=2, perplexity=perplexity_for(X.shape[0]), init="pca", random_state=SEED,
-                learning_rate="auto").fit_transform(X)
+    # one thread: the Barnes-Hut gradient's OpenMP threads made it 10-30 times slower on this shared
+    # 2-core machine, and a sum split over threads could change the map with the thread count
+    with threadpool_limits(1):
+        return TSNE(n_components=2, perplexity=perplexity_for(X.shape[0]), init="pca", random_state=SEED,
+                    learning_rate="auto").fit_transform(X)
 
 
 def focus_tsne(plan, path: Path) -> None:
