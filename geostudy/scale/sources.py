@@ -194,10 +194,12 @@ class _JsonReader:
         self.lines_before, self.col_before = 0, 0  # of the text already dropped from the buffer
 
     def _more(self) -> bool:
-        """Append the next block to the buffer (dropping what is consumed); False at the end."""
+        """Append the next block to the buffer (dropping what is consumed); False at the end.
+        The block is at least as long as what is buffered, so that retrying a long value
+        (value()) doubles the text each time: linear, not quadratic, in its length."""
         if self.eof:
             return False
-        block = self.f.read(BLOCK_BYTES)
+        block = self.f.read(max(BLOCK_BYTES, len(self.buf) - self.pos))
         try:
             text = self.utf8.decode(block, final=not block)
         except UnicodeDecodeError:
