@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.animation import PillowWriter  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from ...rundir.fsio import atomic_write_with  # noqa: E402
 from ...sites import EMBEDDINGS_SITE, site_info  # noqa: E402
@@ -105,8 +105,11 @@ def depth_colourbar(fig, axes, n_layer: int, label: str = "block") -> None:
     bar.set_ticks(list(range(0, n_layer, step)))
 
 
-def plain_log_labels(axis) -> None:
+def plain_log_labels(axis, decimal: bool = True) -> None:
     """Plain-number labels on a log axis (its own formatter writes maths, "10^{2}", which is shown
-    as source text under LITERAL_TEXT), and no labels on its minor ticks."""
+    as source text under LITERAL_TEXT), and no labels on its minor ticks. `decimal`: ticks at 1, 2
+    and 5 of every decade, so that a range inside one decade still has labels."""
+    if decimal:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())

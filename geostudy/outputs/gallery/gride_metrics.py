@@ -40,7 +40,7 @@ def gride_both_metrics(plan, results_rows, path: Path) -> None:
                     ax.errorbar(xs, vs, yerr=es, color=depth_colour(block, plan.cfg.n_layer), lw=1.1, marker="o",
                                 ms=2, capsize=1.5)
             ax.set_xscale("log", base=2)
-            plain_log_labels(ax.xaxis)
+            plain_log_labels(ax.xaxis, decimal=False)
             ax.set_title(f"{title}: {metric}", fontsize=9)
             ax.set_ylabel("GRIDE ID")
             ax.grid(alpha=0.3)

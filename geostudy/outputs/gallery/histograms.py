@@ -27,12 +27,14 @@ QUANTITIES = (
     ("cosine_to_last", "cos(x_i, x_last) within its prompt"),
     ("pairwise_cosine", "pairwise cos(x_i, x_j)"),
 )
-GROUPS = (
+GROUPS = (  # (key, title, the sub-layers of its sites: None for every site)
     ("sublayer_outputs", "the sub-layer outputs (attention output, MLP output)", ("hook_attn_out", "hook_mlp_out")),
     ("residual", "the residual stream after each sum (embeddings, after attention + residual, after the block)",
      ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")),
     ("whole_stream", "the whole stream (every analysed site, in forward order)", None),
 )
+SHORT_TITLES = {"sublayer_outputs": "sub-layer outputs", "residual": "residual stream after each sum",
+                "whole_stream": "the whole stream"}
 
 
 def group_sites(plan, sublayers) -> list[str]:
@@ -109,7 +111,8 @@ def ridge(plan, group_title: str, sites: list[str], dists: dict, path: Path) -> 
 
 
 def gif(plan, group_title: str, sites: list[str], dists: dict, path: Path) -> None:
-    """Frame by frame along the sites: the three histograms as shares of the tokens."""
+    """Frame by frame along the sites: the three histograms as shares of the tokens. `group_title`
+    is short: it is one line of every frame's title, on a fixed canvas."""
     sites = [s for s in sites if s in dists]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.9))
     fig.subplots_adjust(left=0.06, right=0.98, top=0.78, bottom=0.2, wspace=0.25)  # fixed: one layout for every frame
@@ -131,7 +134,7 @@ def gif(plan, group_title: str, sites: list[str], dists: dict, path: Path) -> No
         for patch, (q, _) in zip(patches, QUANTITIES):
             patch.set_data(_shares(dists[site][q]))
             patch.set_color(colour)
-        head.set_text(f"Pooled corpus, {group_title[:60]}\n{site_info(site, plan.cfg).label}  ({i + 1}/{len(sites)})")
+        head.set_text(f"Pooled corpus, {group_title}\n{site_info(site, plan.cfg).label}  ({i + 1}/{len(sites)})")
 
     save_gif(fig, path, len(sites), frame, fps=2.0)
 
@@ -147,9 +150,9 @@ def ridge_figure(plan, group: str, path: Path) -> None:
 
 
 def gif_figure(plan, group: str, path: Path) -> None:
-    title, sublayers = _group(group)
+    _, sublayers = _group(group)
     sites = group_sites(plan, sublayers)
-    gif(plan, title, sites, read_distributions(plan, sites), path)
+    gif(plan, SHORT_TITLES[group], sites, read_distributions(plan, sites), path)
 
 
 def _group(key: str):
