@@ -378,6 +378,14 @@ def test_windows_against_a_hand_computation(tmp_path, tok, vocab):
     assert wide.ids.shape == (2, 7) and wide.lengths.tolist() == [7, 2]
 
 
+def test_progress_reports_each_batch(tmp_path, tok, vocab):
+    texts, _, _ = _hand_corpus(vocab)
+    src = open_source(_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts] + [{"text": "h i"}]))
+    calls = []
+    build_sequences(src, tok, window=3, remainder="keep", n_ctx=1024, documents_per_batch=2, progress=lambda *a: calls.append(a))
+    assert calls == [(2, 4), (4, 4), (5, 4)]  # (documents read, distinct sequences so far)
+
+
 def test_duplicates_are_token_for_token_and_the_first_is_kept(tmp_path, tok, vocab):
     _, seven, _ = _hand_corpus(vocab)
     texts = ["A b A b A", "A b", "A b c", " A b"]  # " A" is another token than "A"

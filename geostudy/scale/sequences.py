@@ -143,8 +143,8 @@ class _Rows:
     """Growable columns of kept sequences (ids right-padded to the widest so far): memory is
     O(sequences kept), doubling when full."""
 
-    def __init__(self, width: int):
-        self.n = 0
+    def __init__(self, width: int, max_rows: int | None = None):
+        self.n, self.max_rows = 0, max_rows  # max_rows: never more (the reservoir's size)
         self.ids = np.zeros((16, max(width, 1)), dtype=np.int32)
         self.lengths = np.zeros(16, dtype=np.int32)
         self.document = np.zeros(16, dtype=np.int64)
@@ -155,6 +155,8 @@ class _Rows:
         if rows <= cap and width <= cols:
             return
         new_cap = cap if rows <= cap else max(2 * cap, rows)
+        if self.max_rows is not None:
+            new_cap = max(min(new_cap, self.max_rows), rows)
         new_cols = max(cols, width)
         ids = np.zeros((new_cap, new_cols), dtype=np.int32)
         ids[:self.n, :cols] = self.ids[:self.n]
@@ -188,7 +190,7 @@ class _Collector:
     """The distinct sequences, all of them or a reservoir sample of `limit` (algorithm R)."""
 
     def __init__(self, width: int, limit: int | None, seed: int):
-        self.rows = _Rows(width)
+        self.rows = _Rows(width, limit)
         self.limit = limit
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.n_seen = 0  # distinct sequences offered so far
