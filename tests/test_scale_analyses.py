@@ -303,5 +303,9 @@ def test_cka_matrix_blocks_and_loaders():
     assert calls == [1, 2, 3, 4]
     np.testing.assert_allclose(tiny, pairwise, rtol=1e-12)
     assert np.array_equal(cka_matrix(clouds), whole)
+    fast = cka_matrix(clouds, dtype="float32")  # float32 products: the same to ~1e-6
+    assert np.abs(fast - whole).max() < 1e-5 and not np.array_equal(fast, whole)
+    with pytest.raises(StudyError, match="float64, float32"):
+        cka_matrix(clouds, dtype="float16")
     with pytest.raises(StudyError, match="same points"):
         cka_matrix([clouds[0], clouds[1][:100]])
