@@ -9,8 +9,9 @@ and compare them with the canvas that savefig would write:
 - `overflows(fig)`: the parts that stick out of the canvas, by how many pixels;
 - `grow_to_fit(fig)`: widen/heighten the figure until nothing sticks out (the figure's layout
   engine, constrained layout in drawing.py, then re-places everything);
-- `watch_savefig()`: a context manager that checks every figure at the moment it is saved
-  (PNG files and every GIF frame, which matplotlib's writers grab through savefig), for tests.
+- `watch_savefig()`: a context manager that checks every figure on the very drawing that
+  writes its file (PNG files and every GIF frame, which matplotlib's writers grab through
+  savefig), for tests; it adds no drawing of its own.
 """
 
 from __future__ import annotations
@@ -72,11 +73,7 @@ def _sides(box: Bbox, canvas: Bbox) -> tuple[float, float, float, float]:
             max(0.0, box.x1 - canvas.x1), max(0.0, box.y1 - canvas.y1))
 
 
-def part_boxes(fig: Figure) -> list[tuple[str, Bbox]]:
-    """(name, tight bounding box in display pixels) of every part, as drawn now (the figure is
-    drawn first, so its layout engine has placed everything)."""
-    fig.draw_without_rendering()
-    renderer = fig.canvas.get_renderer()
+def _boxes(fig, renderer) -> list[tuple[str, Bbox]]:
     boxes = []
     for part in _parts(fig):
         box = part.get_tightbbox(renderer)
@@ -85,25 +82,39 @@ def part_boxes(fig: Figure) -> list[tuple[str, Bbox]]:
     return boxes
 
 
+def part_boxes(fig: Figure) -> list[tuple[str, Bbox]]:
+    """(name, tight bounding box in display pixels) of every part, as drawn now (the figure is
+    drawn first, so its layout engine has placed everything)."""
+    fig.draw_without_rendering()
+    return _boxes(fig, fig.canvas.get_renderer())
+
+
+def _outside(boxes, canvas: Bbox, tolerance: float) -> list[Overflow]:
+    found = []
+    for name, box in boxes:
+        sides = _sides(box, canvas)
+        if max(sides) > tolerance:
+            found.append(Overflow(name, sides))
+    return found
+
+
 def overflows(fig: Figure, tolerance: float = TOLERANCE_PX) -> list[Overflow]:
     """The parts of the figure that stick out of its canvas (fig.bbox) by more than `tolerance`
     pixels on some side."""
-    out = []
-    for name, box in part_boxes(fig):
-        sides = _sides(box, fig.bbox)
-        if max(sides) > tolerance:
-            out.append(Overflow(name, sides))
-    return out
+    return _outside(part_boxes(fig), fig.bbox, tolerance)
 
 
 def grow_to_fit(fig: Figure, margin_px: float = 6.0, rounds: int = 4) -> None:
-    """Enlarge the figure until every part lies inside it, with `margin_px` to spare. The layout
-    engine re-places the parts at each size; the figure only grows (never below its own size),
-    by the largest overflow on each axis, twice over because a centred part (a suptitle, a
-    legend below) sticks out on both sides."""
+    """Enlarge the figure until every part lies inside it, with `margin_px` to spare, then fix
+    the layout. The layout engine re-places the parts at each size; the figure only grows
+    (never below its own size), by the largest overflow on each axis, twice over because a
+    centred part (a suptitle, a legend below) sticks out on both sides. Once everything fits,
+    the layout engine is switched off (the parts keep their places), so that saving does not
+    lay the figure out once more: constrained layout costs about as much as drawing."""
     for _ in range(rounds):
         found = overflows(fig, tolerance=0.0)
         if not found:
+            fig.set_layout_engine("none")
             return
         grow_x = max(s.sides[0] + s.sides[2] for s in found)
         grow_y = max(s.sides[1] + s.sides[3] for s in found)
@@ -116,8 +127,8 @@ def grow_to_fit(fig: Figure, margin_px: float = 6.0, rounds: int = 4) -> None:
 @dataclass
 class SavedFigure:
     """What `watch_savefig` saw at one savefig: where it went, the canvas size in inches (times
-    savefig's dpi: pixels in the file), whether savefig cropped to the drawn content (bbox_inches="tight": nothing
-    can be cut off then), and what stuck out of the canvas otherwise."""
+    savefig's dpi: pixels in the file; before any crop), whether savefig cropped to the drawn
+    content (bbox_inches="tight"), and what stuck out of the canvas of the file."""
 
     target: str
     size_inches: tuple[float, float]
@@ -127,16 +138,26 @@ class SavedFigure:
 
 @contextmanager
 def watch_savefig() -> Iterator[list[SavedFigure]]:
-    """Within the block, every Figure.savefig first checks the figure: the list yielded gets one
-    SavedFigure per call (GIF frames included). The file is then written as usual."""
+    """Within the block, every Figure.savefig is checked on the drawing that writes the file:
+    at each draw event the parts' boxes (with the renderer of that drawing, at the file's dpi)
+    are compared with the canvas of that drawing (with bbox_inches="tight" the final drawing's
+    canvas is the cropped one), and the last drawing counts. The list yielded gets one
+    SavedFigure per call (GIF frames included: matplotlib's writers grab them with savefig)."""
     seen: list[SavedFigure] = []
     real = Figure.savefig
 
     def checked(self, fname, *args, **kwargs):
-        tight = kwargs.get("bbox_inches") == "tight"
-        found = [] if tight else overflows(self)
-        seen.append(SavedFigure(str(fname), tuple(float(v) for v in self.get_size_inches()), tight, found))
-        return real(self, fname, *args, **kwargs)
+        drawn: list[list[Overflow]] = []
+        cid = self.canvas.mpl_connect(
+            "draw_event", lambda event: drawn.append(_outside(_boxes(self, event.renderer), self.bbox, TOLERANCE_PX)))
+        try:
+            result = real(self, fname, *args, **kwargs)
+        finally:
+            self.canvas.mpl_disconnect(cid)
+        found = drawn[-1] if drawn else [Overflow("savefig drew nothing that could be checked", (0.0, 0.0, 0.0, 0.0))]
+        seen.append(SavedFigure(str(fname), tuple(float(v) for v in self.get_size_inches()),
+                                kwargs.get("bbox_inches") == "tight", found))
+        return result
 
     Figure.savefig = checked
     try:
