@@ -21,15 +21,41 @@ from .params import AttentionParams, BlockParams, GPT2Params, LayerNormParams, M
 from .trace import Trace
 
 
+def rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """x @ weight for x of shape (..., K) and a 2-D weight, into `out` (contiguous, (..., N)), as
+    ONE product of all the rows. NumPy treats a (B, T, K) @ (K, N) matmul as B stacked products
+    and, with the weight broadcast over the stack, does not call BLAS but its own loop: at B = 64,
+    T = 20 on GPT-2 small's c_fc that was 18x slower than the same rows as one (B·T, K) product."""
+    flat_out = out.reshape(-1, out.shape[-1])  # a view: `out` is contiguous
+    np.matmul(x.reshape(-1, x.shape[-1]), weight, out=flat_out)  # x's reshape copies only if x is not contiguous
+    return out
+
+
 def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray) -> np.ndarray:
     """GPT-2's `Conv1D`, x @ weight + bias, written into `out` (memory from the pool)."""
-    out = np.matmul(x, weight, out=out)
+    out = rows_matmul(x, weight, out)
     out += bias
     return out
 
 
+# Elements per piece of an element-wise chain: small enough (256 KiB of float32) that the chain's
+# nine passes over a piece find it in the CPU's L2 cache instead of memory. At B·T = 1,280 rows
+# of d_mlp = 3,072 this took the GELU from 35 to 24 ms a block.
+PIECE = 1 << 16
+
+
 def gelu_new_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """ops.gelu_new computed in place in `out`, one pass at a time, without temporaries."""
+    """ops.gelu_new computed in `out`, piece by piece (the same values: it is element-wise)."""
+    if x.size <= PIECE or not (x.flags.c_contiguous and out.flags.c_contiguous):
+        return _gelu_new_piece(x, out)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_x.size, PIECE):
+        _gelu_new_piece(flat_x[start:start + PIECE], flat_out[start:start + PIECE])
+    return out
+
+
+def _gelu_new_piece(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """ops.gelu_new in place in `out`, one pass at a time, without temporaries."""
     inner = np.multiply(x, x, out=out)
     inner *= x
     inner *= 0.044715
@@ -125,4 +151,4 @@ def final_layer_norm(resid: np.ndarray, params: GPT2Params, cfg: GPT2Config, tra
 def unembed(resid: np.ndarray, params: GPT2Params, cfg: GPT2Config, trace: Trace) -> np.ndarray:
     """Final LayerNorm and the (tied) unembedding: (B, T, D) -> (B, T, V) logits."""
     final = final_layer_norm(resid, params, cfg, trace)
-    return np.matmul(final, params.lm_head.T, out=trace.rows(final, cfg.d_vocab))  # (B, T, V)
+    return rows_matmul(final, params.lm_head.T, out=trace.rows(final, cfg.d_vocab))  # (B, T, V)
