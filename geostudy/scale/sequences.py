@@ -249,6 +249,8 @@ class DigestSet:
     MAX_LOAD = 0.7
 
     def __init__(self, capacity: int = 1 << 12):
+        if capacity < 1 or capacity & (capacity - 1):
+            raise ValueError(f"the capacity must be a power of two, got {capacity}")  # the kernel masks, not divides
         self.table = np.zeros((capacity, 2), dtype=np.uint64)
         self.count = 0
 
