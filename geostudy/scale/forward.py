@@ -16,6 +16,7 @@ run_with_cache sequence by sequence); the padded positions' own states are disca
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +94,14 @@ class ModelSpec:
     cfg: GPT2Config | None = None  # the untrained model's shape (else read from `config`)
 
     def load(self) -> gpt2np.GPT2:
-        """The model, loaded at most once per process for a given spec."""
-        model = _MODELS.get(self)
-        if model is None:
-            model = _MODELS[self] = self._build()
-        return model
+        """The model, loaded once per process and kept while tasks ask for this spec. Only the
+        last spec's model is kept (the study runs the trained model's shards, then the untrained
+        one's): two GPT-2 smalls would hold twice the memory for nothing."""
+        with _MODELS_LOCK:  # worker threads starting together load it once
+            if self not in _MODELS:
+                _MODELS.clear()
+                _MODELS[self] = self._build()
+            return _MODELS[self]
 
     def _build(self) -> gpt2np.GPT2:
         if self.untrained_seed is not None:
@@ -108,7 +112,8 @@ class ModelSpec:
         return gpt2np.load_model(self.weights, dtype=self.dtype, config=self.config)
 
 
-_MODELS: dict[ModelSpec, gpt2np.GPT2] = {}  # this process's loaded models
+_MODELS: dict[ModelSpec, gpt2np.GPT2] = {}  # this process's loaded model, by its spec
+_MODELS_LOCK = threading.Lock()
 
 
 def batch_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
