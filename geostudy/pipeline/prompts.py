@@ -14,11 +14,17 @@ from .executor import Executor
 ACTIVATIONS_FORMAT = "geostudy-activations-1"
 
 
+ALL_PATTERNS_MAX_TOKENS = 512  # every block's patterns of a longer focus prompt would be GBs: only the chosen block's
+
+
 def focus_tensor_names(plan: StudyPlan) -> list[str]:
-    """What the focus prompt's file holds beyond the sites, for its figures: every block's
-    attention pattern (the sheet of head grids) and the chosen block's queries, keys and values."""
+    """What the focus prompt's file holds beyond the sites, for its figures: the chosen block's
+    attention pattern, queries, keys and values, and (up to ALL_PATTERNS_MAX_TOKENS tokens: at 512,
+    150 MB for GPT-2 small) every block's pattern, for the sheet of head grids."""
     b = plan.attention_block
-    return [pattern_name(i) for i in range(plan.cfg.n_layer)] + [f"blocks.{b}.attn.hook_{x}" for x in "qkv"]
+    n_tokens = plan.token_ids[[p.id for p in plan.corpus].index(plan.focus.id)].size
+    blocks = range(plan.cfg.n_layer) if n_tokens <= ALL_PATTERNS_MAX_TOKENS else [b]
+    return [pattern_name(i) for i in blocks] + [f"blocks.{b}.attn.hook_{x}" for x in "qkv"]
 
 
 def forward(plan: StudyPlan, i: int):

@@ -140,7 +140,9 @@ def gallery_figures(plan, tables: dict, folder: Path) -> list[GalleryFigure]:
         add("attention_all_blocks", "attention_all_blocks.png",
             f"Attention patterns of the focus prompt {plan.focus.id!r}: every head (columns) of every block (rows); in "
             "each tile the row is the token attending, the column the token attended to (every position, the first "
-            "included), colour the attention weight on a square-root scale.",
+            "included), colour the attention weight on a square-root scale. A prompt longer than "
+            f"{attention_sheet.TILE_MAX} tokens: each pixel is the largest weight of a square of positions (focus prompts "
+            "longer than 512 tokens save only the chosen block's pattern, and this sheet is left out).",
             partial(attention_sheet.all_blocks_sheet, plan), COST["attention_all_blocks"])
     qkv = [attention_sheet.qkv_name(plan.attention_block, w) for w in "qkv"]
     if _focus_holds(plan, qkv):

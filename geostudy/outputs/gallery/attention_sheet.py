@@ -21,11 +21,27 @@ from ..drawing import token_label
 from ._canvas import save_png
 
 GAP = 1  # pixels between tiles
+TILE_MAX = 128  # pixels a side of one head's tile: 12 x 12 heads of a 500-token prompt stay a few MB
 LABELLED_TOKENS = 40
 
 
+def shrink(tile: np.ndarray, limit: int = TILE_MAX) -> np.ndarray:
+    """A (T, T) pattern at most `limit` pixels a side: the maximum over each square of
+    ceil(T / limit) positions (a mean would hide the sharp attention a head pays one token)."""
+    t = tile.shape[0]
+    f = -(-t // limit)
+    if f == 1:
+        return tile
+    m = -(-t // f) * f
+    padded = np.zeros((m, m), dtype=tile.dtype)
+    padded[:t, :t] = tile
+    return padded.reshape(m // f, f, m // f, f).max(axis=(1, 3))
+
+
 def mosaic(patterns: list[np.ndarray]) -> np.ndarray:
-    """Tile (H, T, T) patterns, one per block, into one (blocks, heads) image; gaps are NaN."""
+    """Tile (H, T, T) patterns, one per block, into one (blocks, heads) image, each tile shrunk to
+    at most TILE_MAX pixels; gaps are NaN."""
+    patterns = [np.stack([shrink(p) for p in pat]) for pat in patterns]
     n_block = len(patterns)
     h, t, _ = patterns[0].shape
     img = np.full((n_block * (t + GAP) - GAP, h * (t + GAP) - GAP), np.nan)
@@ -37,8 +53,9 @@ def mosaic(patterns: list[np.ndarray]) -> np.ndarray:
 
 def all_blocks_sheet(plan, path: Path) -> None:
     patterns = [load_tensor(plan.act_path(plan.focus.id), pattern_name(b)) for b in range(plan.cfg.n_layer)]
-    h, t, _ = patterns[0].shape
+    h, n_tokens, _ = patterns[0].shape
     img = mosaic(patterns)
+    t = shrink(patterns[0][0]).shape[0]
     n_block = len(patterns)
     cell = min(0.75, 10.0 / h)
     fig, ax = plt.subplots(figsize=(cell * h + 1.8, cell * n_block + 1.4), layout="constrained")
@@ -54,7 +71,7 @@ def all_blocks_sheet(plan, path: Path) -> None:
     for side in ax.spines.values():
         side.set_visible(False)
     fig.colorbar(im, ax=ax, shrink=0.6, label="attention weight (square-root scale)")
-    ax.set_title(f"Attention patterns of every head of every block, {plan.focus.id!r} ({t} tokens)\n"
+    ax.set_title(f"Attention patterns of every head of every block, {plan.focus.id!r} ({n_tokens} tokens)\n"
                  "each tile: row = the token attending, column = the token attended to", fontsize=9)
     save_png(fig, path)
 
