@@ -66,13 +66,22 @@ def parse_spec(spec: str | None) -> tuple[str, int | str]:
 def _start_local(dd, n_workers: int):
     """N worker processes with one thread each (the tasks are single-threaded: BLAS and Numba
     at one thread, as the study's own workers run them), the dashboard on a free port."""
-    return dd.LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    )
+    try:
+        return dd.LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
+    except (RuntimeError, OSError, TimeoutError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0]
+        # the usual cause: a script without `if __name__ == "__main__":`, which the workers'
+        # fresh interpreters re-run when they start (multiprocessing's spawn)
+        raise StudyError(
+            f"could not start {n_workers} local Dask worker process(es) ({type(err).__name__}: {reason}); a script that "
+            'starts a local cluster must keep its work under `if __name__ == "__main__":`.'
+        ) from None
 
 
 def _connect_remote(dd, address: str, timeout: float):
