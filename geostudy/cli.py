@@ -106,9 +106,11 @@ def _add_scale_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", default=None,
                    help=f"sequences per forward batch; part of the study's identity (default: {DEFAULT_BATCH_SIZE})")
     g.add_argument("--cluster", default=None,
-                   help="run the tasks on a Dask cluster: local:N (N worker processes on this machine) or a scheduler "
-                        "address tcp://host:8786 (default: DASK_SCHEDULER_ADDRESS if set, else this process's own threads); "
-                        "the tables are the same bytes either way. Needs pip install \"gpt2-geometry[cluster]\"")
+                   help="a Dask cluster: local:N (N worker processes on this machine) or a scheduler address "
+                        "tcp://host:8786 (default: DASK_SCHEDULER_ADDRESS if set, else this process's own threads). With "
+                        "--represent last|mean every task runs there; in the token study, the pooled clouds' exact "
+                        "neighbour searches. The tables are the same bytes either way. Needs pip install "
+                        "\"gpt2-geometry[cluster]\"")
     g.add_argument("--untrained", action="store_true",
                    help="also run the same protocol on an untrained GPT-2 of the same shape (GPT-2's initialisation, "
                         "seeded by --seed), its rows marked model=untrained")
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
         print(f"geometry study: {len(plan.corpus)} prompts, {len(plan.sites)} sites, model {args.model}", file=sys.stderr)
         print(f"run folder: {plan.out}", file=sys.stderr)
     try:
-        out = execute(plan)
+        out = _run_on(args.cluster, lambda cluster: execute(plan, pooled_searches=_cluster_searches(cluster, plan.out)))
     except StudyError as err:  # the folder is busy, the disk is full, ...: one line
         return _error(str(err))
     except KeyboardInterrupt:
@@ -239,7 +241,7 @@ def _main_scale(args) -> int:
               f"{pp.partitions} partitions of {pp.size}, model {args.model}", file=sys.stderr)
         print(f"run folder: {plan.out}", file=sys.stderr)
     try:
-        out = _run_on(args.cluster, lambda executor: execute_scale(plan, executor))
+        out = _run_on(args.cluster, lambda cluster: execute_scale(plan, _dask_executor(cluster)))
     except StudyError as err:
         return _error(str(err))
     except KeyboardInterrupt:
@@ -264,12 +266,29 @@ def _cluster_spec(flag: str | None) -> str | None:
 
 
 def _run_on(flag: str | None, work):
-    """work(executor) on the cluster the flag (or the environment) names, else work(None)."""
+    """work(cluster) on the Dask cluster the flag (or the environment) names, else work(None)."""
     spec = _cluster_spec(flag)
     if spec is None:
         return work(None)
     from .cluster.connection import connect
-    from .cluster.executor import DaskExecutor
 
     with connect(spec) as cluster:
-        return work(DaskExecutor(cluster.client))
+        return work(cluster)
+
+
+def _dask_executor(cluster):
+    """The corpus-scale tasks on the cluster's workers (None: this process's threads)."""
+    if cluster is None:
+        return None
+    from .cluster.executor import DaskExecutor
+
+    return DaskExecutor(cluster.client)
+
+
+def _cluster_searches(cluster, run_folder):
+    """The token study on a cluster: the pooled clouds' neighbour searches run on its workers."""
+    if cluster is None:
+        return None
+    from .cluster.pooled import ClusterSearches
+
+    return ClusterSearches(cluster.client, run_folder)

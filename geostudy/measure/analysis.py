@@ -16,15 +16,16 @@ FINAL_SITE = "logits"  # the model's own output distribution, in the lens tables
 
 
 def analyse_cloud(X: np.ndarray, settings: EstimatorSettings, cosine_to_last: float | None = None,
-                  timer=None, prefix: str = "") -> Estimates:
-    """Every per-cloud quantity of X (N, D), in a fixed order.
+                  timer=None, prefix: str = "", search=None) -> Estimates:
+    """Every per-cloud quantity of X (N, D), in a fixed order; `search(X, k)`: the neighbour
+    search (default: idest.neighborhoods in this process; see measure/estimators.py).
 
     cosine_to_last overrides the geometric value (the pooled corpus has no single last token:
     there it is the mean over every token of its cosine to its own prompt's last token)."""
     geo = geometry.describe(X)
     if cosine_to_last is not None:
         geo["cosine_to_last"] = cosine_to_last
-    est = estimate(X, settings, timer=timer, prefix=prefix)
+    est = estimate(X, settings, timer=timer, prefix=prefix, search=search)
     items = [(q, None, v, None) for q, v in geo.items()]
     items += est.items
     if est.spectrum is not None:

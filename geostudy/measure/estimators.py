@@ -69,14 +69,15 @@ def _no_timer(stage):
     return nullcontext()
 
 
-def estimate(X: np.ndarray, settings: EstimatorSettings, timer=None, prefix: str = "") -> Estimates:
+def estimate(X: np.ndarray, settings: EstimatorSettings, timer=None, prefix: str = "", search=None) -> Estimates:
     """Run the chosen estimators on X, and always the covariance spectrum (the log-volume reads
-    it); `timer(stage)` (a context manager) times each step."""
+    it); `timer(stage)` (a context manager) times each step. `search(X, k)` finds the exact
+    neighbourhoods (default idest.neighborhoods; a cluster's search gives the same arrays)."""
     timer = timer or _no_timer
     out = Estimates()
     chosen = settings.estimators
     with timer(prefix + "neighbours"):
-        nb = _neighbours(X, settings, out)
+        nb = _neighbours(X, settings, out, search or _in_process)
     if nb is not None:
         with timer(prefix + "twonn, mle, gride"):
             if "twonn" in chosen:
@@ -90,7 +91,11 @@ def estimate(X: np.ndarray, settings: EstimatorSettings, timer=None, prefix: str
     return out
 
 
-def _neighbours(X, settings, out):
+def _in_process(X, k: int):
+    return idest.neighborhoods(X, k=k)
+
+
+def _neighbours(X, settings, out, search):
     """One exact neighbour search serving every chosen kNN estimator (None if none is chosen)."""
     chosen = settings.estimators
     if not any(e in chosen for e in KNN_ESTIMATORS):
@@ -101,7 +106,7 @@ def _neighbours(X, settings, out):
         gride=settings.gride_range_max if "gride" in chosen else None,
     )
     try:
-        return idest.neighborhoods(X, k=k)
+        return search(X, k)
     except ValueError as err:  # e.g. a single distinct point: every kNN estimator refuses it
         out.skipped += [(e, str(err)) for e in KNN_ESTIMATORS if e in chosen]
         return None

@@ -29,12 +29,15 @@ def load_pooled_cloud(plan: StudyPlan, site: str) -> tuple[np.ndarray, float]:
     return np.concatenate(clouds), cos_sum / cos_n
 
 
-def analyse_pooled_site(plan: StudyPlan, site: Site, inputs: str) -> None:
+def analyse_pooled_site(plan: StudyPlan, site: Site, inputs: str, searches=None) -> None:
     """A task: load, analyse and save one site of the pooled corpus; its marker records `inputs`,
-    the digest of the activation files it was computed from."""
+    the digest of the activation files it was computed from. `searches.for_site(name)`, when
+    given, is the neighbour search to use (e.g. on a cluster: geostudy/cluster/pooled.py)."""
     with plan.timer.busy("pooled: load activations"):
         X, cos_last = load_pooled_cloud(plan, site.name)
-    est = analyse_cloud(X, plan.pooled_settings, cosine_to_last=cos_last, timer=plan.timer.busy, prefix="pooled ")
+    search = None if searches is None else searches.for_site(site.name)
+    est = analyse_cloud(X, plan.pooled_settings, cosine_to_last=cos_last, timer=plan.timer.busy, prefix="pooled ",
+                        search=search)
     if plan.cosine_gride and "gride" in plan.pooled_settings.estimators:
         with plan.timer.busy("pooled gride, cosine (unit rows)"):
             try:
@@ -56,7 +59,7 @@ def analyse_pooled_site(plan: StudyPlan, site: Site, inputs: str) -> None:
                  site=site.name, inputs_sha256=inputs)
 
 
-def run_pooled(plan: StudyPlan, todo: list[Site], inputs: str, executor: Executor, bar: Progress) -> None:
-    """Every unfinished pooled site, one task each."""
-    futures = [executor.submit(analyse_pooled_site, plan, site, inputs) for site in todo]
+def run_pooled(plan: StudyPlan, todo: list[Site], inputs: str, executor: Executor, bar: Progress, searches=None) -> None:
+    """Every unfinished pooled site, one task each (`searches`: see analyse_pooled_site)."""
+    futures = [executor.submit(analyse_pooled_site, plan, site, inputs, searches) for site in todo]
     collect_in_order(futures, on_done=lambda i, _: bar.advance(note=todo[i].name))

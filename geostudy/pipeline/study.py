@@ -85,21 +85,23 @@ def _update_manifest(plan: StudyPlan, change) -> None:
     atomic_write_json(path, man, indent=2)
 
 
-def execute(plan: StudyPlan, executor: Executor | None = None) -> Path:
+def execute(plan: StudyPlan, executor: Executor | None = None, pooled_searches=None) -> Path:
     """Run a prepared study (resuming whatever the run folder already holds), holding the run
     folder's lock. Raises StudyError at once when another process holds the folder (naming it),
     and DiskFullError (a StudyError: one line, with the space the run needs) when the disk is
     full; what was finished is kept, and the same call resumes.
 
     executor: what runs the tasks (see executor.py); default a ThreadExecutor of plan.workers
-    threads. The results do not depend on it."""
+    threads. pooled_searches: where the pooled clouds' exact neighbour searches run, an object
+    whose for_site(name) gives a search(X, k) (default: idest in this process; on a cluster,
+    geostudy.cluster.pooled.ClusterSearches). The results do not depend on either."""
     with disk_full_guard() as disk_full_at:
         try:
             with RunFolderLock(plan.out):
                 if executor is not None:
-                    return _execute_locked(plan, executor)
+                    return _execute_locked(plan, executor, pooled_searches)
                 with ThreadExecutor(plan.workers) as threads:
-                    return _execute_locked(plan, threads)
+                    return _execute_locked(plan, threads, pooled_searches)
         except Exception as err:
             # the write that met the full disk, here or in a forked writer (whose error we see
             # as "the child failed"), or an OSError outside fsio (a folder being made)
@@ -110,7 +112,7 @@ def execute(plan: StudyPlan, executor: Executor | None = None) -> Path:
             raise DiskFullError(disk_full_message(plan.out, space_needed(plan), where)) from None
 
 
-def _execute_locked(plan: StudyPlan, executor: Executor) -> Path:
+def _execute_locked(plan: StudyPlan, executor: Executor, pooled_searches=None) -> Path:
     out, timer = plan.out, plan.timer
     check_run_folder(out, plan.fingerprint)  # again: a run may have started here since prepare_study
     _write_manifest(plan, status="running")  # the first file: from now on the folder is a study run
@@ -146,7 +148,7 @@ def _execute_locked(plan: StudyPlan, executor: Executor) -> Path:
     if len(sites) < len(plan.sites):
         bar.advance(len(plan.sites) - len(sites), note="done earlier")
     with timer("pooled geometry + ID"), blas_single_thread():
-        run_pooled(plan, sites, inputs, executor, bar)
+        run_pooled(plan, sites, inputs, executor, bar, pooled_searches)
     bar.close()
 
     _write_outputs(plan)

@@ -1,0 +1,116 @@
+"""Both studies on a Dask LocalCluster of 2 worker processes give the tables of the in-process
+run, byte for byte: the token study (its pooled neighbour searches on the workers) and the
+corpus-scale protocol (every task on the workers), also when a worker process is killed during
+the forward passes and during the neighbour searches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import geostudy
+from geostudy.cli import main
+from geostudy.cluster.connection import connect
+from geostudy.cluster.executor import DaskExecutor
+from geostudy.cluster.pooled import ClusterSearches
+
+WORDS = "river stone light music number garden winter engine market theory ocean signal forest paper glass".split()
+SCALE_TABLES = ["results.csv", "overlap.csv", "cka.csv", "partitions.csv", "spectra.csv", "skipped.csv"]
+TOKEN_TABLES = ["results.csv", "lens_top_tokens.csv", "spectra.csv", "prompts.csv", "sites.csv", "skipped.csv"]
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(3)
+    lines = [json.dumps({"text": " ".join(rng.choice(WORDS, size=int(rng.integers(8, 40))))}) for _ in range(1500)]
+    path = tmp_path_factory.mktemp("cluster_corpus") / "docs.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> Path:
+    chosen = [p for p in geostudy.load_corpus() if p.genre in ("prose_50", "word_list") and p.topic in ("nature", "music")]
+    path = tmp_path_factory.mktemp("cluster_prompts") / "small.jsonl"
+    path.write_text("\n".join(json.dumps(p.__dict__) for p in chosen) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with connect("local:2") as c:
+        yield c
+
+
+def _scale_options(vocab):
+    return dict(tokenizer=vocab, represent="last", window=6, partitions=2, partition_size=250, shard_rows=128,
+                untrained=True, plots=False, report=False, progress=False)
+
+
+def _same_tables(a: Path, b: Path, names) -> None:
+    for name in names:
+        assert (a / "tables" / name).read_bytes() == (b / "tables" / name).read_bytes(), name
+
+
+def _worker_pids(client) -> list[int]:
+    return sorted(client.run(os.getpid).values())
+
+
+def _kill_a_worker_while(client, running: threading.Thread, delay: float) -> bool:
+    """SIGKILL one worker process `delay` seconds into `running` (its nanny starts a new one)."""
+    time.sleep(delay)
+    if not running.is_alive():
+        return False
+    os.kill(_worker_pids(client)[0], signal.SIGKILL)
+    return True
+
+
+def test_scale_study_on_the_cluster_equals_in_process(tiny_model_dir, gpt2_vocab_dir, docs, cluster, tmp_path):
+    opts = _scale_options(gpt2_vocab_dir)
+    alone = geostudy.run_scale_study(tiny_model_dir, docs, tmp_path / "alone", **opts)
+    plan = geostudy.prepare_scale_study(tiny_model_dir, docs, tmp_path / "cluster", **opts)
+    on_cluster = geostudy.execute_scale(plan, DaskExecutor(cluster.client))
+    _same_tables(alone, on_cluster, SCALE_TABLES)
+
+    # a worker killed during the forward passes: its tasks are run again, the tables do not change
+    plan = geostudy.prepare_scale_study(tiny_model_dir, docs, tmp_path / "killed", **opts)
+    result = {}
+    run = threading.Thread(target=lambda: result.setdefault("out", geostudy.execute_scale(plan, DaskExecutor(cluster.client))))
+    run.start()
+    killed = _kill_a_worker_while(cluster.client, run, delay=1.0)
+    run.join()
+    assert killed, "the run ended before a worker could be killed: make the test's corpus larger"
+    _same_tables(alone, result["out"], SCALE_TABLES)
+
+
+def test_token_study_with_pooled_searches_on_the_cluster(tiny_model_dir, gpt2_vocab_dir, prompts, cluster, tmp_path):
+    opts = dict(tokenizer=gpt2_vocab_dir, lens_positions=8, plots=False, report=False, progress=False)
+    alone = geostudy.run_study(tiny_model_dir, prompts, tmp_path / "alone", **opts)
+    plan = geostudy.prepare_study(tiny_model_dir, prompts, tmp_path / "cluster", **opts)
+    searched = []
+
+    class Counting(ClusterSearches):
+        def for_site(self, site):
+            searched.append(site)
+            return super().for_site(site)
+
+    on_cluster = geostudy.execute(plan, pooled_searches=Counting(cluster.client, plan.out))
+    assert len(searched) == len(plan.sites)
+    _same_tables(alone, on_cluster, TOKEN_TABLES)
+    assert not any((on_cluster / "pooled_clouds").glob("*.zarr")), "each pooled cloud's store is removed after its search"
+
+
+def test_cluster_flag_errors_are_one_line(tiny_model_dir, gpt2_vocab_dir, docs, tmp_path, capsys):
+    base = ["--model", str(tiny_model_dir), "--tokenizer", str(gpt2_vocab_dir), "--corpus", str(docs), "--quiet",
+            "--represent", "last", "--window", "6", "--partitions", "2", "--partition-size", "250"]
+    for spec, expect in (("tcp://127.0.0.1:1", "cannot reach"), ("local:x", "not understood")):
+        code = main([*base, "--out", str(tmp_path / spec.replace(":", "_").replace("/", "_")), "--cluster", spec])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and expect in err[-1] and len(err) == 1, err
