@@ -253,7 +253,9 @@ def test_matched_table_per_genre_and_topic(run):
     for grouping in ("genre", "topic"):
         mine = [r for r in rows if r["grouping"] == grouping]
         sizes = {r["group"]: int(r["n_available"]) for r in mine}
-        assert {int(r["n_points"]) for r in mine} == {min(sizes.values())}
+        assert {int(r["n_points"]) for r in mine} == {min(matched.MATCH_CAP, *sizes.values())}
+    # the residual stream (embeddings and block outputs) and the scatter site
+    assert {r["site"] for r in rows} == {"blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
     # one group recomputed from the activation files with numpy: same subsample, same count
     r = next(r for r in rows if r["grouping"] == "genre" and r["group"] == "poem" and r["site"] == plan.scatter_site)
     ids = [i for i, p in enumerate(plan.corpus) if p.genre == "poem"]

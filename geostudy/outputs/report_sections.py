@@ -17,7 +17,7 @@ from ..rundir.layout import MANIFEST
 from ..sites import site_info
 from ..store.activations import load_tensor, pattern_name
 from .findings import SinkMeasure, attention_to_first
-from .matched import MATCHED_COLUMNS
+from .matched import MATCH_CAP, MATCHED_COLUMNS
 from .tables import PROMPT_COLUMNS, RESULT_COLUMNS
 
 _C = {c: i for i, c in enumerate(RESULT_COLUMNS)}
@@ -161,8 +161,9 @@ def groups_view(plan: StudyPlan, tables, matched: list[list], level: float) -> s
             f"principal components, the participation ratio and the log-volume all grow with the number of points in a "
             f"cloud: compared raw, genres of long prompts look higher-dimensional because they are longer. The "
             f"<b>matched</b> columns compare like with like: each group pools its prompts' kept tokens and keeps a "
-            f"seeded random subsample of as many as the smallest group has (the same tokens at every site), then PCA as "
-            f"for the pooled corpus. At <em>{_e(label)}</em>; every site is in "
+            f"seeded random subsample of as many as the smallest group has (at most {MATCH_CAP}; the same tokens at every "
+            f"site), then PCA as for the pooled corpus. At <em>{_e(label)}</em>; the embeddings and every block's output "
+            f"are in "
             f'<a href="tables/matched_groups.csv">tables/matched_groups.csv</a>. In this run, '
             + "; ".join(_e(n) for n in notes) + ".</p>"
             + '<div class="sides">' + "".join(parts) + "</div>")
