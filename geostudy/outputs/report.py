@@ -274,7 +274,10 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         ])),
         ("pca", "Principal components", "".join([
         f"<p>Eigenvalues of the covariance (ddof = 1) of the centred cloud, {_solver_text(est.pca_solver)} "
-        "The full spectra are in <code>tables/spectra.csv</code>.</p>",
+        "The full spectra are in <code>tables/spectra.csv</code>. The per-genre lines are means of per-prompt "
+        "values, and component counts and the participation ratio grow with the number of tokens in a cloud: "
+        'they are confounded with the prompts\' length; <a href="#groups">the genres and topics at a matched '
+        "number of points</a> compare them fairly.</p>",
         f("pca_components", "pca_components_90", "pca_participation_ratio", *placed["pca"]),
         ])),
         ("groups", "Genres and topics at a matched number of points", groups_view(plan, tables, matched, level)),
@@ -286,8 +289,9 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         "token</b>: (1/N)·½·log pdet(G), G the Gram matrix of the centred cloud — the log of the volume of the "
         "parallelotope the centred token vectors span, divided by the number of tokens N. It is computed without "
         "forming a determinant, as the sum of ½·log((N−1)·λ<sub>i</sub>) over the non-zero covariance "
-        "eigenvalues λ<sub>i</sub> (those PCA uses; idest sets eigenvalues at rounding level to zero), divided by N."
-        "</p>",
+        "eigenvalues λ<sub>i</sub> (those PCA uses; idest sets eigenvalues at rounding level to zero), divided by N. "
+        "Like the PCA counts, the per-genre log-volume depends on the number of tokens (see "
+        '<a href="#groups">the matched comparison</a>).</p>',
         f("norms", "cosine_to_last", "pairwise_cosine", "log_volume", *placed["norms"]),
         ])),
         ("lens", "Logit lens", "".join([
