@@ -78,6 +78,8 @@ def embed(ids: np.ndarray, params: GPT2Params, trace: Trace) -> np.ndarray:
 
 def layer_norm(x: np.ndarray, p: LayerNormParams, eps: float, trace: Trace, prefix: str) -> np.ndarray:
     """LayerNorm over D with biased variance (torch.nn.LayerNorm): (B, T, D) -> (B, T, D)."""
+    if not (trace.needs(prefix + "hook_scale") or trace.needs(prefix + "hook_normalized")) and x.flags.c_contiguous:
+        return trace(prefix + "hook_out", _layer_norm_pieces(x, p, eps, out=trace.rows(x, x.shape[-1])))
     centred = x - np.mean(x, axis=-1, keepdims=True)
     scale = trace(prefix + "hook_scale", layer_norm_scale(centred, eps))  # (B, T, 1)
     normalized = np.divide(centred, scale, out=trace.rows(x, x.shape[-1]))  # (B, T, D), before weight and bias
@@ -89,6 +91,22 @@ def layer_norm(x: np.ndarray, p: LayerNormParams, eps: float, trace: Trace, pref
         out *= p.weight
     out += p.bias
     return trace(prefix + "hook_out", out)
+
+
+def _layer_norm_pieces(x: np.ndarray, p: LayerNormParams, eps: float, out: np.ndarray) -> np.ndarray:
+    """layer_norm's arithmetic, step for step, on pieces of rows that stay in the CPU cache
+    (when nothing outside needs its intermediate tensors). Every row is reduced alone, so the
+    values are those of the whole-array passes."""
+    d = x.shape[-1]
+    rows, flat = x.reshape(-1, d), out.reshape(-1, d)
+    step = max(1, PIECE // d)
+    for r0 in range(0, rows.shape[0], step):
+        piece = rows[r0:r0 + step]
+        centred = piece - np.mean(piece, axis=-1, keepdims=True)
+        normalized = np.divide(centred, layer_norm_scale(centred, eps), out=flat[r0:r0 + step])
+        normalized *= p.weight
+        normalized += p.bias
+    return out
 
 
 def attention(
