@@ -114,23 +114,46 @@ def _brute_neighbours(P, k):
     return np.argsort(d2, axis=1, kind="stable")[:, :k]
 
 
-def test_neighbour_lists_map_dropped_rows_to_their_kept_copy():
+def _brute_row_neighbours(X, k):
+    """The k nearest other rows of each row, float64 brute force, ties by row index."""
+    P = X.astype(np.float64)
+    d2 = ((P[:, None, :] - P[None, :, :]) ** 2).sum(axis=2)
+    np.fill_diagonal(d2, np.inf)
+    return np.argsort(d2, axis=1, kind="stable")[:, :k]
+
+
+def test_neighbour_lists_are_the_nearest_rows_copies_first():
     X = _with_duplicates(_cloud(n=300))
     r = analyse_partition(X, ScaleSettings())
-    keep = idest.neighborhoods(X, k=2).point_index
     assert r.neighbours.shape == (300, 10) and r.neighbours.dtype == np.int32
-    expected = keep[_brute_neighbours(X[keep], 10)]  # float64 brute force on the distinct points, as rows of X
-    pos = {int(row): i for i, row in enumerate(keep)}
+    expected = _brute_row_neighbours(X, 10)
     for row in range(300):
-        stand_in = {10: 3, 11: 3, 12: 3, 13: 3, 20: 5, 22: 21}.get(row, row)
-        assert np.array_equal(r.neighbours[row], expected[pos[stand_in]]), row
+        assert sorted(r.neighbours[row].tolist()) == sorted(expected[row].tolist()), row
+    # a row with copies lists them first: row 3 has copies 10..13
+    assert set(r.neighbours[3, :4].tolist()) == {10, 11, 12, 13}
+    assert set(r.neighbours[10, :4].tolist()) == {3, 11, 12, 13}
+
+
+def test_a_site_of_few_distinct_points_overlaps_a_site_that_separates_them():
+    """Sequences sharing a point at one site (the last token's embedding) are each other's
+    neighbours there; at a site that keeps those groups together the overlap is high."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((80, 16)).astype(np.float32)
+    group = np.repeat(np.arange(80), 11)
+    A = centres[group]  # 80 distinct points, 11 copies each
+    B = A + 0.01 * rng.standard_normal(A.shape).astype(np.float32)  # the groups kept apart, copies spread
+    nn_a = analyse_partition(A, ScaleSettings()).neighbours
+    nn_b = analyse_partition(B, ScaleSettings()).neighbours
+    assert neighbourhood_overlap(nn_a, nn_b) == 1.0  # each row's 10 neighbours: its group's other rows
 
 
 def test_float64_near_duplicates_map_to_their_row_at_idests_largest_scale():
     X = _cloud(n=200).astype(np.float64) * 1e149
     X[20] = X[5] * (1 + 4e-16)  # within 64 float64 eps of row 5: dropped as its near-duplicate
     r = analyse_partition(X, ScaleSettings())
-    assert r.n_near_duplicates == 1 and np.array_equal(r.neighbours[20], r.neighbours[5])
+    assert r.n_near_duplicates == 1
+    assert r.neighbours[20, 0] == 5 and r.neighbours[5, 0] == 20  # each other's copy, at distance 0
+    assert np.array_equal(r.neighbours[20, 1:], r.neighbours[5, 1:])
 
 
 def test_too_small_cloud_is_skipped_with_idests_message():

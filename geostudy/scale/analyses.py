@@ -23,13 +23,16 @@ Quantities (as the token study's tables): id_twonn (error: asymptotic standard e
 information), id_gride_auto (param: the scale auto_gride_scale chose on this partition's curve),
 pca_components (param: variance level), pca_participation_ratio.
 
-Neighbour lists for the overlap come from the same search: row i of ``neighbours`` lists the k_overlap
-nearest distinct points of row i as rows of X (``nb.point_index[nb.indices]``). A row idest dropped
-as a duplicate (or near-duplicate) of an earlier row stands at that row's place, so it is given the
-kept row's list: the k_overlap nearest *other* distinct points, each named by its kept (first) row.
-The kept row of a dropped row is the row with identical bytes; for a near-duplicate (no identical
-bytes) the nearest kept row, in float64 (it lies within idest's tolerance, 64 eps relative, of
-it, while real neighbours are orders of magnitude farther).
+Neighbour lists for the overlap come from the same search, as rows: row i of ``neighbours`` lists
+the k_overlap rows of X nearest to row i (itself left out), ties in distance broken by row index.
+The rows that are copies of row i's point (exact duplicates, and near-duplicates within idest's
+tolerance, 64 eps relative) are at distance 0 and come first; then every row of the nearest other
+distinct point, of the next, and so on (``nb.indices`` orders the distinct points). So a cloud in
+which many sequences share a point (the last token's embedding is the same for every sequence
+ending in that token) gives each row those sequences as its neighbours, which another site can
+share or not; naming each distinct point by one row instead would make such sites look unrelated
+to every other. A dropped row's point is the kept row with identical bytes; for a near-duplicate
+(no identical bytes), the nearest kept row in float64.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 import idest
@@ -203,10 +207,36 @@ def kept_position(X: np.ndarray, point_index: np.ndarray) -> np.ndarray:
 
 
 def row_neighbours(X: np.ndarray, nb: idest.Neighborhoods, k: int) -> np.ndarray:
-    """(n_rows, k) int32: row i's k nearest distinct points, as rows of X (module docstring)."""
+    """(n_rows, k) int32: the k nearest other rows of each row of X (module docstring)."""
     pos = kept_position(X, np.asarray(nb.point_index))
-    lists = np.asarray(nb.point_index)[np.asarray(nb.indices)[:, :k]]
-    return lists[pos].astype(np.int32)
+    # the rows of each distinct point, in increasing row order: point p's are rows[start[p]:start[p + 1]]
+    rows = np.argsort(pos, kind="stable").astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=nb.n_points))]).astype(np.int64)
+    out = np.empty((X.shape[0], k), dtype=np.int32)
+    _expand_to_rows(pos, rows, start, np.ascontiguousarray(nb.indices, dtype=np.int64), k, out)
+    return out
+
+
+@numba.njit(cache=True)
+def _expand_to_rows(pos, rows, start, indices, k, out):
+    """out[r] = the other rows of r's own point, then the rows of its nearest distinct points."""
+    for r in range(pos.size):
+        p, m = pos[r], 0
+        for t in range(start[p], start[p + 1]):
+            if m == k:
+                break
+            if rows[t] != r:
+                out[r, m] = rows[t]
+                m += 1
+        j = 0
+        while m < k:
+            q = indices[p, j]
+            j += 1
+            for t in range(start[q], start[q + 1]):
+                if m == k:
+                    break
+                out[r, m] = rows[t]
+                m += 1
 
 
 # ---------------------------------------------------------------- the automatic GRIDE scale

@@ -45,12 +45,21 @@ def analyse_unit(store_path: Path, site: str, rows: np.ndarray, settings: ScaleS
     write_marker(marker_path, root, {json_path: written, nn_path: checksum_bytes(data)}, site=site)
 
 
+def _overlap_where_searched(neighbours: list[np.ndarray], n_rows: int) -> np.ndarray:
+    """The overlap matrix; NaN for a site whose cloud was too small to search (an empty list)."""
+    ok = [i for i, nn in enumerate(neighbours) if nn.shape[0] == n_rows]
+    out = np.full((len(neighbours), len(neighbours)), np.nan)
+    if ok:
+        out[np.ix_(ok, ok)] = overlap_matrix([neighbours[i] for i in ok])
+    return out
+
+
 def compare_partition(store_path: Path, sites: list[str], rows: np.ndarray, nn_paths: list[Path],
                       json_path: Path, marker_path: Path, root: Path) -> None:
     """Site x site neighbourhood overlap (from the neighbour lists the estimators used) and
     linear CKA (from the stored rows) of one partition."""
     neighbours = [np.load(p, allow_pickle=False) for p in nn_paths]
-    overlap = overlap_matrix(neighbours)
+    overlap = _overlap_where_searched(neighbours, len(rows))
     store = ActivationStore.open_existing(store_path)
     cka = cka_matrix([lambda s=s: store.read(s, rows) for s in sites])
     record = {"sites": list(sites), "overlap": np.asarray(overlap, dtype=float).tolist(),
