@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.animation import PillowWriter  # noqa: E402
 from matplotlib.colors import PowerNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 import gpt2np  # noqa: E402
 from gpt2np.names import BLOCK_SITES  # noqa: E402
@@ -336,8 +336,12 @@ def lens_heatmap(plan, focus_result: dict, top_rows, path: Path) -> None:
         right.set_yticks(range(len(rows)))
         right.set_yticklabels(own_labels, fontsize=8)
         right.set_ylabel("this depth's own top-1 token, probability", fontsize=9)
-    fig.colorbar(im, ax=list(axes.flat), location="bottom", shrink=0.5, aspect=40,
-                 label="probability of the token at this depth")
+    bar = fig.colorbar(im, ax=list(axes.flat), location="bottom", shrink=0.5, aspect=40,
+                       label="probability of the token at this depth")
+    # few, short tick labels: plain numbers (no maths offset, see LITERAL_TEXT) of small
+    # probabilities would otherwise run into each other along the horizontal bar
+    bar.ax.xaxis.set_major_locator(MaxNLocator(5))
+    bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
     fig.suptitle(f"Logit lens on the last token of {plan.focus.id!r} (rows: where the residual stream is read)",
                  fontsize=10)
     grow_to_fit(fig)
@@ -397,7 +401,8 @@ def attention_grid(plan, tokens: list[str], path: Path) -> None:
     h, t, _ = pattern.shape
     cols = math.ceil(math.sqrt(h))
     rows = math.ceil(h / cols)
-    size = max(3.1, 9.0 / cols)
+    # as wide as the report (REPORT_WIDTH_PX) when the heads allow: 2.2-3.1 in a tile
+    size = min(3.1, max(2.2, (REPORT_WIDTH_PX / DPI - 1.6) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.2, size * rows + 1.2), squeeze=False,
                              layout="constrained")
     norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)

@@ -1,6 +1,9 @@
-"""The self-contained HTML report: every figure embedded as a base64 data URI, the key tables,
-and a paragraph per section saying what is shown and how it was computed. Links point only to
-files of the run folder, by relative paths."""
+"""The self-contained HTML report: a table of contents, what this run found (findings.py), the
+run's date, versions and stage times, every figure embedded as a base64 data URI, the key
+tables, genres and topics at a matched number of points (matched.py), and a paragraph per
+section saying what is shown and how it was computed. Links point only to files of the run
+folder, by relative paths, and to the page's own sections (#id). The report holds its date and
+times, so unlike the tables it is not byte-identical between runs."""
 
 from __future__ import annotations
 
@@ -221,9 +224,11 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
         "outliers: the first token serves as an <em>attention sink</em> that most heads attend to when they have "
         "nothing better to do, and from the first blocks on its residual-stream norm is many times larger than "
         "every other token's. Kept in, that single point dominates norms, principal components and "
-        "nearest-neighbour distances." if drop else
+        "nearest-neighbour distances (how much attention position 0 gets in this run is measured under "
+        '<a href="#attention">Attention patterns</a>).' if drop else
         "No position was dropped. Note that GPT-2's first position is a huge outlier (an attention sink with a "
-        "residual norm far above the others), which dominates norms, principal components and distances."
+        "residual norm far above the others), which dominates norms, principal components and distances (how much "
+        'attention position 0 gets in this run is measured under <a href="#attention">Attention patterns</a>).'
     )
     placed = place_figures(list(figures))
     pooled_est = set(plan.pooled_settings.estimators)

@@ -57,12 +57,26 @@ def run_details(plan: StudyPlan) -> str:
     wall = plan.timer.as_dict()["wall_seconds"]
     rows = "".join(f'<tr><td class="l">{_e(k)}</td><td>{_seconds(v)}</td></tr>' for k, v in wall.items())
     written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    flags = optional_figures(plan)
     return (f"<p>Report written {written}; run folder created {_e(man.get('created', '?'))}. "
             f"Versions: {', '.join(shown) or 'not recorded'}; platform {_e(versions.get('platform', '?'))}.</p>"
+            f"<p>{flags}</p>"
             f'<table><tr><th class="l">stage (this session)</th><th>wall clock</th></tr>{rows}</table>'
             "<p>Every stage's wall-clock and CPU seconds, and the summed busy time of the worker threads, are in "
             "<code>timings.json</code> (written when the run ends, after this report); a resumed run times only what "
             "it redid.</p>")
+
+
+def optional_figures(plan: StudyPlan) -> str:
+    """Which of the expensive figures this run drew, and the flag that changes it."""
+    tsne = getattr(plan, "tsne", False)
+    gifs = list(getattr(plan, "lens_gif_prompts", ()) or ())
+    shown = ", ".join(f"<code>{_e(g)}</code>" for g in gifs[:5]) + (f" and {len(gifs) - 5} more" if len(gifs) > 5 else "")
+    return ("Figures that cost most are chosen by flags: the t-SNE figures were "
+            + ("drawn" if tsne else "not drawn (<code>--tsne</code> draws them)")
+            + "; the logit-lens GIF (after attention and after each block) was drawn for "
+            + (f"{len(gifs)} prompt{'s' if len(gifs) != 1 else ''} ({shown})" if gifs else "no prompt")
+            + " (<code>--lens-gifs</code>: focus, all, none or prompt ids).")
 
 
 def focus_sink(plan: StudyPlan) -> SinkMeasure | None:
