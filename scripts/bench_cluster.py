@@ -10,7 +10,8 @@ duplicates) into a Zarr store in a temporary folder, then times, one after anoth
 * in process: ``idest.neighborhoods(X, k)`` with one Numba and one BLAS thread (one core);
 * the cluster path with 1 worker process (``geostudy.cluster.distributed_neighborhoods``:
   the client reads the store, each worker reads it too, row-block tasks, merge);
-* the cluster path with 2 worker processes (one thread each).
+* the cluster path with 2 worker processes (one thread each);
+* in process again (how far the machine's speed drifted meanwhile).
 
 Cluster start-up is not timed (a study starts its cluster once); everything after it is: the
 client's and the workers' reads of the store, the tasks, the transfers, the merge. It checks
@@ -22,6 +23,7 @@ machine's float32 GEMM rate per core before and after (these virtual cores drift
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -65,20 +67,35 @@ def gemm_rate() -> float:
     return 2 * 2048 * 768 * 1024 / best / 1e9
 
 
-def in_process(X: np.ndarray, k: int) -> tuple[float, idest.Neighborhoods]:
+def in_process(X: np.ndarray, k: int) -> tuple[float, float, idest.Neighborhoods]:
+    """Wall-clock and CPU seconds of idest.neighborhoods on one core."""
     numba.set_num_threads(1)
     with threadpool_limits(1, user_api="blas"):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         nb = idest.neighborhoods(X, k)
-        return time.perf_counter() - t, nb
+        return time.perf_counter() - t, time.process_time() - cpu, nb
 
 
-def on_cluster(source: ZarrCloud, k: int, workers: int, block_rows: int | None) -> tuple[float, idest.Neighborhoods]:
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of the calling process (run on every worker by client.run)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def on_cluster(source: ZarrCloud, k: int, workers: int, block_rows: int | None) -> tuple[float, float, idest.Neighborhoods]:
+    """Wall-clock seconds of the cluster path, and the CPU seconds of the client and of every
+    worker process during it (on a machine shared with other work, CPU seconds show the
+    overhead that wall-clock time blurs)."""
     with connect(f"local:{workers}") as cluster:
-        cluster.client.run(lambda: None)  # every worker up
-        t = time.perf_counter()
-        nb = distributed_neighborhoods(cluster.client, source, k, block_rows=block_rows)
-        return time.perf_counter() - t, nb
+        client = cluster.client
+        before = client.run(_cpu_seconds)  # every worker up
+        t, cpu = time.perf_counter(), time.process_time()
+        nb = distributed_neighborhoods(client, source, k, block_rows=block_rows)
+        wall, client_cpu = time.perf_counter() - t, time.process_time() - cpu
+        after = client.run(_cpu_seconds)
+        if set(after) != set(before):
+            raise SystemExit("a worker was restarted during the benchmark; run it again")
+        return wall, client_cpu + sum(after[w] - before[w] for w in after), nb
 
 
 def same(a: idest.Neighborhoods, b: idest.Neighborhoods) -> bool:
@@ -98,16 +115,20 @@ def main() -> None:
     print(f"cloud {args.n} x {args.d} float32, k = {args.k}; GEMM {gemm_rate():.0f} GFLOP/s per core before", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         source = write_store(X, Path(tmp))
-        t_in, ref = in_process(X, args.k)
-        print(f"in process (1 thread):  {t_in:7.1f} s", flush=True)
-        t1, nb1 = on_cluster(source, args.k, 1, args.block_rows)
-        print(f"cluster, 1 worker:      {t1:7.1f} s", flush=True)
-        t2, nb2 = on_cluster(source, args.k, 2, args.block_rows)
-        print(f"cluster, 2 workers:     {t2:7.1f} s", flush=True)
+        t_in, c_in, ref = in_process(X, args.k)
+        print(f"in process (1 thread):  {t_in:7.1f} s wall, {c_in:7.1f} s CPU", flush=True)
+        t1, c1, nb1 = on_cluster(source, args.k, 1, args.block_rows)
+        print(f"cluster, 1 worker:      {t1:7.1f} s wall, {c1:7.1f} s CPU (client + workers)", flush=True)
+        t2, c2, nb2 = on_cluster(source, args.k, 2, args.block_rows)
+        print(f"cluster, 2 workers:     {t2:7.1f} s wall, {c2:7.1f} s CPU (client + workers)", flush=True)
+        t_in2, c_in2, _ = in_process(X, args.k)
+        print(f"in process again:       {t_in2:7.1f} s wall, {c_in2:7.1f} s CPU (the machine's drift)", flush=True)
     identical = same(ref, nb1) and same(ref, nb2)
     print(f"results identical to idest.neighborhoods: {identical}")
     print(f"scaling efficiency t1 / (2 t2) = {t1 / (2 * t2):.2f} (target >= 0.85)")
-    print(f"cluster overhead at 1 worker t1 / t_in - 1 = {100 * (t1 / t_in - 1):+.1f}% (target <= 10%)")
+    t_ref, c_ref = min(t_in, t_in2), min(c_in, c_in2)
+    print(f"cluster overhead at 1 worker: wall t1 / t_in - 1 = {100 * (t1 / t_ref - 1):+.1f}%, "
+          f"CPU {100 * (c1 / c_ref - 1):+.1f}% (target <= 10%; t_in, CPU: the better in-process run)")
     print(f"GEMM {gemm_rate():.0f} GFLOP/s per core after")
     if not identical:
         raise SystemExit("the distributed result differs from idest's")
