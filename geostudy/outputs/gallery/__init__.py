@@ -18,6 +18,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from ...corpus import POOLED_ID
+from ...measure.distributions import PAIR_SAMPLE
 from ...rundir.fsio import read_json
 from ...sites import site_info
 from .. import drawing
@@ -105,7 +106,7 @@ def gallery_figures(plan, tables: dict, folder: Path) -> list[GalleryFigure]:
             partial(spectra.genre_spectra, plan, tables["spectra"]), COST["spectra_genres"])
     sub = site_info(plan.scatter_site, plan.cfg).label.rsplit(", block", 1)[0]
     sheet_note = (f"One panel per depth (the embeddings and every block, {sub}: the scatter site's sub-layer), each on its "
-                  "own first three principal components (SVD of the centred points shown); the title gives their share "
+                  "own first three principal components (of the centred points shown); the title gives their share "
                   "of the variance.")
     add("pca_sheet_pooled_position", "pca_sheet_pooled_position.png",
         f"Pooled corpus, a seeded sample of {pca_sheet.MAX_POINTS} tokens (the same at every depth), coloured by the "
@@ -158,7 +159,7 @@ def gallery_figures(plan, tables: dict, folder: Path) -> list[GalleryFigure]:
                 continue
             how = ("Pooled corpus, " + title + ": the distribution of the row norms |x| (log bins), of the cosine of "
                    "each token to its own prompt's last token, and of the cosine between every two tokens of a seeded "
-                   "sample of 1,024; computed from the saved activations in the pooled stage.")
+                   f"sample of {PAIR_SAMPLE}; computed from the saved activations in the pooled stage.")
             add(f"histograms_{key}", f"histograms_{key}.png", how + " One row per site, top to bottom in forward order, "
                 "each scaled to its own peak.", partial(histograms.ridge_figure, plan, key), COST["ridge"])
             add(f"histograms_{key}_gif", f"histograms_{key}.gif", how + " Animated over depth, as shares of the tokens.",

@@ -1,5 +1,5 @@
 """Histograms over depth of the pooled corpus: row norms |x|, the cosine of each token to its
-own prompt's last token, and pairwise cosines (a seeded sample of 1,024 tokens, every pair).
+own prompt's last token, and pairwise cosines (a seeded sample of 512 tokens, every pair).
 
 Computed in the pooled stage from the saved activations (measure/distributions.py: fixed bins,
 the same at every site) and kept in each site's pooled result. Three groups of sites, as the
