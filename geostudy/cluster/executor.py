@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..runtime.threads import numba_single_thread
+from ..runtime.threads import blas_single_thread, numba_single_thread
 
 # Times a task is run again after an error (a worker lost mid-task is handled by the scheduler,
 # which reruns the task on another worker, up to distributed.scheduler.allowed-failures times).
@@ -17,9 +17,10 @@ DEFAULT_RETRIES = 3
 
 
 def run_single_threaded(fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args) with Numba at one thread: each worker process has one thread of its own, and
-    a task spreading over every core would fight the other workers for them."""
-    with numba_single_thread():
+    """fn(*args) with one BLAS and one Numba thread, as the study's own worker threads run it:
+    each worker process has one thread of its own, a task spreading over every core would fight
+    the other workers for them, and the same thread counts give the same bytes."""
+    with blas_single_thread(), numba_single_thread():
         return fn(*args)
 
 
