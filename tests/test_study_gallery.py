@@ -24,9 +24,9 @@ from geostudy.measure import distributions as dist
 from geostudy.measure.cosine_gride import unit_rows
 from geostudy.outputs import figures
 from geostudy.outputs.assemble import assemble_tables
-from geostudy.outputs.gallery import GALLERY_KEYS, LENS_PAIR_PREFIX, attention_sheet, distances, gallery_figures, pca_sheet, tsne
+from geostudy.outputs.gallery import GALLERY_KEYS, LENS_PAIR_PREFIX, _canvas, attention_sheet, distances, gallery_figures, pca_sheet, tsne
 from geostudy.outputs.gallery.histograms import GROUPS, group_sites
-from geostudy.outputs.layout_check import part_boxes, watch_savefig
+from geostudy.outputs.layout_check import SavedFigure, overflows, part_boxes, watch_savefig
 from geostudy.outputs.tables import read_csv
 from geostudy.pipeline.pooled import load_pooled_cloud
 
@@ -87,14 +87,24 @@ def drawn(default_run, residual_run, tmp_path_factory):
                 overlaps.extend(f"{fname}: {o}" for o in _overlaps(self))
             return real(self, fname, *args, **kwargs)
 
+        real_grab = _canvas._grab
+        blitted = []  # GIF frames drawn by blitting (no savefig): checked on the figure as each is grabbed
+
+        def grab(fig, dynamic, background, blitted=blitted, real_grab=real_grab):
+            blitted.append(SavedFigure("blitted frame", tuple(fig.get_size_inches()), False, overflows(fig)))
+            return real_grab(fig, dynamic, background)
+
         with watch_savefig() as seen:
             inner = matplotlib.figure.Figure.savefig
             matplotlib.figure.Figure.savefig = lambda self, *a, inner=inner, **k: spy(self, *a, real=inner, **k)
+            _canvas._grab = grab
             try:
                 figs = _draw_all(plan, run / "plots")
             finally:
                 matplotlib.figure.Figure.savefig = inner
-        out[name] = (run, plan, figs, seen, overlaps)
+                _canvas._grab = real_grab
+        assert blitted  # the histogram GIFs
+        out[name] = (run, plan, figs, seen + blitted, overlaps)
     return out
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ...measure.distributions import cosine_edges, norm_edges
 from ...rundir.fsio import read_json
 from ...sites import EMBEDDINGS_SITE, site_info
-from ._canvas import depth_colour, depth_label, plain_log_labels, save_gif, save_png, site_names
+from ._canvas import depth_colour, depth_label, plain_log_labels, save_gif_blit, save_png, site_names
 
 QUANTITIES = (
     ("row_norm", "row norm |x| (log scale)"),
@@ -136,7 +136,7 @@ def gif(plan, group_title: str, sites: list[str], dists: dict, path: Path) -> No
             patch.set_color(colour)
         head.set_text(f"Pooled corpus, {group_title}\n{site_info(site, plan.cfg).label}  ({i + 1}/{len(sites)})")
 
-    save_gif(fig, path, len(sites), frame, fps=2.0)
+    save_gif_blit(fig, path, len(sites), frame, patches + [head], fps=2.0)
 
 
 def s_in(d: dict, q: str) -> bool:
