@@ -47,12 +47,13 @@ GALLERY_KEYS = (
 )
 LENS_PAIR_PREFIX = "lens_pair_gif."
 
-# Seconds each figure takes to draw on the shipped corpus with a GPT-2-small-shaped model
-# (measured; only used to share the figures between two processes, runtime/balance.py).
+# CPU seconds each figure took to draw on the shipped corpus with a GPT-2-small-shaped model, on
+# this 2-core machine shared with other jobs (only used to share the figures between two
+# processes, runtime/balance.py; t-SNE measured on its own).
 COST = {
-    "spectra_pooled": 1.0, "spectra_genres": 0.8, "pca_sheet": 2.5, "tsne_focus": 2.0, "tsne_pooled": 12.0,
-    "distances_focus": 0.6, "gride_metrics": 1.0, "attention_all_blocks": 0.8, "attention_qkv": 0.8,
-    "ridge": 1.2, "gif": 2.0, "lens_cosine": 0.4, "lens_pair_gif": 2.5,
+    "spectra_pooled": 1.5, "spectra_genres": 1.0, "pca_sheet": 1.9, "tsne_focus": 1.0, "tsne_pooled": 15.0,
+    "distances_focus": 0.8, "gride_metrics": 1.5, "attention_all_blocks": 1.1, "attention_qkv": 1.2,
+    "ridge": 1.3, "gif": 1.4, "lens_cosine": 0.7, "lens_pair_gif": 3.5,
 }
 
 
@@ -111,7 +112,7 @@ def gallery_figures(plan, tables: dict, folder: Path) -> list[GalleryFigure]:
     add("pca_sheet_pooled_position", "pca_sheet_pooled_position.png",
         f"Pooled corpus, a seeded sample of {pca_sheet.MAX_POINTS} tokens (the same at every depth), coloured by the "
         "token's position in its prompt. " + sheet_note,
-        partial(pca_sheet.pooled_by_position, plan), COST["pca_sheet"], True)
+        partial(pca_sheet.pooled_by_position, plan), 2 * COST["pca_sheet"], True)
     add("pca_sheet_pooled_genre", "pca_sheet_pooled_genre.png",
         "The same sample coloured by genre. " + sheet_note, partial(pca_sheet.pooled_by_genre, plan), COST["pca_sheet"], True)
     add("pca_sheet_focus", "pca_sheet_focus.png",
@@ -160,10 +161,11 @@ def gallery_figures(plan, tables: dict, folder: Path) -> list[GalleryFigure]:
             how = ("Pooled corpus, " + title + ": the distribution of the row norms |x| (log bins), of the cosine of "
                    "each token to its own prompt's last token, and of the cosine between every two tokens of a seeded "
                    f"sample of {PAIR_SAMPLE}; computed from the saved activations in the pooled stage.")
+            scale = 2.5 if subs is None else 1.0  # the whole stream has every site
             add(f"histograms_{key}", f"histograms_{key}.png", how + " One row per site, top to bottom in forward order, "
-                "each scaled to its own peak.", partial(histograms.ridge_figure, plan, key), COST["ridge"])
+                "each scaled to its own peak.", partial(histograms.ridge_figure, plan, key), scale * COST["ridge"])
             add(f"histograms_{key}_gif", f"histograms_{key}.gif", how + " Animated over depth, as shares of the tokens.",
-                partial(histograms.gif_figure, plan, key), COST["gif"])
+                partial(histograms.gif_figure, plan, key), scale * COST["gif"])
     res = drawing.Results(tables["results"])
     if drawing.plotted_sites(plan, res, "lens_cosine_to_final"):
         path = folder / "lens_cosine.png"
