@@ -123,7 +123,8 @@ def gallery_figures(plan, tables: dict, folder: Path) -> list[GalleryFigure]:
         tsne_note = ("2-D t-SNE (scikit-learn's sklearn.manifold.TSNE, random_state 0, PCA initialisation, perplexity "
                      "30 or (N - 1) / 3 for small clouds); distances in a t-SNE map mean little beyond who is near whom.")
         add("tsne_focus", "tsne_focus.png", f"The focus prompt {plan.focus.id!r} {site_label}, each point labelled with "
-            "its token, coloured by position. " + tsne_note, partial(tsne.focus_tsne, plan), COST["tsne_focus"], True)
+            f"its token (up to {tsne.LABELLED_TOKENS} tokens), coloured by position. " + tsne_note,
+            partial(tsne.focus_tsne, plan), COST["tsne_focus"], True)
         add("tsne_pooled", "tsne_pooled.png", f"The pooled corpus {site_label}, a seeded sample of {tsne.POOLED_POINTS} "
             "tokens coloured by genre. " + tsne_note, partial(tsne.pooled_tsne, plan), COST["tsne_pooled"], True)
     add("distances_focus", "distances_focus.png",
