@@ -20,6 +20,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,12 @@ def reader_dir(tmp_path_factory, gpt2_vocab_dir) -> Path:
     lines = [{"id": f"doc{i}", "text": f"Document {i} is about the number {i} and what follows it. " * 3}
              for i in range(4)]
     (work / "my.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    # the corpus-scale examples' docs.jsonl: 1,500 documents of 20-60 words (about 2,800 windows of 20 tokens)
+    rng = np.random.default_rng(11)
+    words = ("river stone light music number garden winter engine market theory ocean signal forest paper glass "
+             "thunder silver planet letter island orbit valley mirror castle bridge candle meadow harbor").split()
+    docs = [{"text": " ".join(rng.choice(words, size=int(rng.integers(20, 61))))} for _ in range(1500)]
+    (work / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
     return work
 
 
