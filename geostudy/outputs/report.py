@@ -29,6 +29,13 @@ _T = {c: i for i, c in enumerate(TOP_TOKEN_COLUMNS)}
 _MIME = {".png": "image/png", ".gif": "image/gif"}
 MATCHED_TABLE = "matched_groups"  # tables/matched_groups.csv|json: genres and topics at a matched size
 
+
+def write_matched_table(plan: StudyPlan, tables: dict) -> None:
+    """Genres and topics at a matched number of points, as a table of every run (with or
+    without a report): tables[MATCHED_TABLE], and tables/matched_groups.csv|json."""
+    tables[MATCHED_TABLE] = matched_rows(plan, pca_headline_level(plan.pooled_settings))
+    write_table(plan.out / TABLE_DIR, MATCHED_TABLE, MATCHED_COLUMNS, tables[MATCHED_TABLE])
+
 # The figures each section shows first (figures.py's keys), and, by key prefix, the further
 # figures (the original study's gallery, outputs/gallery) each section shows after them; any other
 # figure goes to "More figures", so a new figure is never left out of the report.
@@ -236,8 +243,7 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
     sink = focus_sink(plan)
     found = what_we_found(tables["results"], n1 if "gride" in pooled_est else None,
                           level if "pca" in pooled_est else None, plan.focus.id, sink, plan.attention_block)
-    matched = matched_rows(plan, level)
-    write_table(out / TABLE_DIR, MATCHED_TABLE, MATCHED_COLUMNS, matched)
+    matched = tables[MATCHED_TABLE] if MATCHED_TABLE in tables else matched_rows(plan, level)
     sections = [
         ("found", "What we found", findings_list(found) + "<p>Each sentence is computed from this run's tables (pooled "
          "corpus unless said otherwise) when the report is written.</p>"),

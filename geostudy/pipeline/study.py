@@ -170,6 +170,9 @@ def _write_outputs(plan: StudyPlan) -> None:
     with timer("tables"):
         tables = assemble_tables(plan)
         writer = Beside(lambda: write_tables(plan, tables), "writing the tables")  # see runtime/beside.py
+        from ..outputs.report import write_matched_table
+
+        write_matched_table(plan, tables)  # genres and topics at a matched number of points
     figures = {}
     if plan.make_plots:
         from ..outputs.figures import make_plots  # matplotlib: imported only when drawing
