@@ -81,11 +81,11 @@ def estimate(X: np.ndarray, settings: EstimatorSettings, timer=None, prefix: str
     if nb is not None:
         with timer(prefix + "twonn, mle, gride"):
             if "twonn" in chosen:
-                _twonn(nb, settings, out)
+                add_twonn(nb, settings, out)
             if "mle" in chosen:
-                _mle(nb, settings, out)
+                add_mle(nb, settings, out)
             if "gride" in chosen:
-                _gride(nb, settings, out)
+                add_gride(nb, settings, out)
     with timer(prefix + "pca"):
         _pca(X, settings, out)
     return out
@@ -112,7 +112,10 @@ def _neighbours(X, settings, out, search):
         return None
 
 
-def _twonn(nb, settings, out):
+def add_twonn(nb, settings, out) -> None:
+    """add_twonn, add_mle, add_gride: the estimator's rows from nb into out.items (into
+    out.skipped, with idest's message, when it refuses the cloud). settings: any object with the
+    estimator's fields (EstimatorSettings, the corpus-scale study's ScaleSettings)."""
     try:
         r = idest.twonn(nb, discard_fraction=settings.twonn_discard_fraction)
         out.items.append(("id_twonn", None, float(r.dimension), float(r.error)))
@@ -120,7 +123,7 @@ def _twonn(nb, settings, out):
         out.skipped.append(("twonn", str(err)))
 
 
-def _mle(nb, settings, out):
+def add_mle(nb, settings, out) -> None:
     try:
         r = idest.mle(nb, k=settings.mle_k)
         out.items.append(("id_mle", None, float(r.dimension), float(r.error)))
@@ -128,7 +131,7 @@ def _mle(nb, settings, out):
         out.skipped.append(("mle", str(err)))
 
 
-def _gride(nb, settings, out):
+def add_gride(nb, settings, out) -> None:
     try:
         r = idest.gride(nb, range_max=settings.gride_range_max)
         for n1, d, e in zip(r.scales.tolist(), r.dimensions.tolist(), r.errors.tolist()):

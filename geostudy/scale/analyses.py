@@ -47,6 +47,7 @@ import numpy as np
 import idest
 
 from ..errors import StudyError
+from ..measure.estimators import add_gride, add_mle, add_twonn
 from .compare import cka_matrix, linear_cka, neighbourhood_overlap, overlap_matrix
 
 __all__ = [
@@ -122,8 +123,8 @@ def analyse_partition(X: np.ndarray, settings: ScaleSettings, timer=None) -> Par
             return out
     out.n_points, out.n_duplicates, out.n_near_duplicates = nb.n_points, nb.n_duplicates, nb.n_near_duplicates
     with timer("twonn, mle, gride"):
-        _twonn(nb, settings, out)
-        _mle(nb, settings, out)
+        add_twonn(nb, settings, out)
+        add_mle(nb, settings, out)
         _gride(nb, settings, out)
     with timer("pca"):
         _pca(nb.points, settings, out)
@@ -135,34 +136,15 @@ def analyse_partition(X: np.ndarray, settings: ScaleSettings, timer=None) -> Par
     return out
 
 
-def _twonn(nb, settings, out):
-    try:
-        r = idest.twonn(nb, discard_fraction=settings.twonn_discard_fraction)
-        out.items.append(("id_twonn", None, float(r.dimension), float(r.error)))
-    except ValueError as err:
-        out.skipped.append(("twonn", str(err)))
-
-
-def _mle(nb, settings, out):
-    try:
-        r = idest.mle(nb, k=settings.mle_k)
-        out.items.append(("id_mle", None, float(r.dimension), float(r.error)))
-    except ValueError as err:
-        out.skipped.append(("mle", str(err)))
-
-
 def _gride(nb, settings, out):
-    try:
-        r = idest.gride(nb, range_max=settings.gride_range_max)
-    except ValueError as err:
-        out.skipped.append(("gride", str(err)))
-        return
-    scales, dims, errs = r.scales.tolist(), r.dimensions.tolist(), r.errors.tolist()
-    for n1, d, e in zip(scales, dims, errs):
-        out.items.append(("id_gride", int(n1), float(d), float(e)))
-    chosen = auto_gride_scale(scales, dims, errs)
-    i = scales.index(chosen)
-    out.items.append(("id_gride_auto", int(chosen), float(dims[i]), float(errs[i])))
+    """GRIDE at every scale (as the token study), then the scale auto_gride_scale chooses."""
+    add_gride(nb, settings, out)
+    curve = [(n1, d, e) for q, n1, d, e in out.items if q == "id_gride"]
+    if curve:
+        scales, dims, errs = (list(c) for c in zip(*curve))
+        chosen = auto_gride_scale(scales, dims, errs)
+        i = scales.index(chosen)
+        out.items.append(("id_gride_auto", int(chosen), float(dims[i]), float(errs[i])))
 
 
 def _pca(points, settings, out):
