@@ -158,6 +158,24 @@ def test_overlap_and_cka_tables(run):
         assert all(0.0 <= v <= 1.0 + 1e-12 for v in off)
 
 
+def test_cka_and_overlap_equal_their_definitions_on_the_store_rows(run):
+    from geostudy.scale.compare import linear_cka, neighbourhood_overlap
+
+    store = zarr.open_group(str(run / "activations.zarr"), mode="r")
+    rows = _partition_rows(run, 1)
+    a, b = "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"
+    Xa, Xb = (np.asarray(store[s][:])[rows] for s in (a, b))
+    cka = [r for r in _rows(run, "cka.csv") if (r["model"], r["partition"], r["site_a"], r["site_b"]) == ("trained", "partition-1", a, b)]
+    assert float(cka[0]["value"]) == pytest.approx(linear_cka(Xa, Xb), abs=1e-6)  # float32 products: ~1e-9
+    nn = [np.load(run / "units" / "trained" / s / "partition-1.npy") for s in (a, b)]
+    key = ("trained", "partition-1", a, b)
+    ov = [r for r in _rows(run, "overlap.csv") if (r["model"], r["partition"], r["site_a"], r["site_b"]) == key]
+    assert float(ov[0]["value"]) == neighbourhood_overlap(*nn)
+    brute = np.argsort(((Xa[:, None, :].astype(np.float64) - Xa[None, :, :]) ** 2).sum(-1) + np.diag([np.inf] * len(Xa)),
+                       axis=1, kind="stable")[:, :10]
+    assert all(set(x) == set(y) for x, y in zip(nn[0].tolist(), brute.tolist()))
+
+
 def test_report_and_plots(run):
     assert (run / "report.html").is_file()
     assert any((run / "plots").glob("*.png"))

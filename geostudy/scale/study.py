@@ -193,7 +193,7 @@ def _comparisons(plan: ScalePlan, executor: Executor) -> None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             nn_paths = [plan.layout.unit_paths(run.name, s, p)[1] for s in names]
             futures.append(executor.submit(compare_partition, run.store, names, plan.partition_rows(p), nn_paths,
-                                           json_path, marker, plan.out))
+                                           json_path, marker, plan.out, plan.settings.cka_dtype))
     for future in futures:
         future.result()
 

@@ -55,13 +55,13 @@ def _overlap_where_searched(neighbours: list[np.ndarray], n_rows: int) -> np.nda
 
 
 def compare_partition(store_path: Path, sites: list[str], rows: np.ndarray, nn_paths: list[Path],
-                      json_path: Path, marker_path: Path, root: Path) -> None:
+                      json_path: Path, marker_path: Path, root: Path, cka_dtype: str = "float64") -> None:
     """Site x site neighbourhood overlap (from the neighbour lists the estimators used) and
     linear CKA (from the stored rows) of one partition."""
     neighbours = [np.load(p, allow_pickle=False) for p in nn_paths]
     overlap = _overlap_where_searched(neighbours, len(rows))
     store = ActivationStore.open_existing(store_path)
-    cka = cka_matrix([lambda s=s: store.read(s, rows) for s in sites])
+    cka = cka_matrix([lambda s=s: store.read(s, rows) for s in sites], dtype=cka_dtype)
     record = {"sites": list(sites), "overlap": np.asarray(overlap, dtype=float).tolist(),
               "cka": np.asarray(cka, dtype=float).tolist()}
     written = write_json_checked(json_path, record)
