@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from matplotlib.animation import PillowWriter
+from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 import geostudy
@@ -96,7 +98,8 @@ class _Drawn:
 
 @pytest.fixture
 def drawn(monkeypatch) -> _Drawn:
-    """Record the texts of every PNG (at drawing._save) and of every GIF frame (at grab_frame)."""
+    """Record the texts of every PNG (at drawing._save and at Figure.savefig, which the gallery's
+    figures use) and of every GIF frame (at grab_frame)."""
     record = _Drawn()
     real_save, real_grab = drawing._save, PillowWriter.grab_frame
 
@@ -108,8 +111,16 @@ def drawn(monkeypatch) -> _Drawn:
         record.record("gif", self.fig)
         real_grab(self, **kw)
 
+    def savefig(fig, fname, *args, **kw):  # the gallery's figures save through Figure.savefig
+        name = Path(str(fname)).name
+        final = re.fullmatch(r"\.(.+)\.tmp-\d+(\.\w+)", name)  # fsio's hidden temporary of the final file
+        record.record(final.group(1) + final.group(2) if final else name, fig)
+        return real_savefig(fig, fname, *args, **kw)
+
+    real_savefig = Figure.savefig
     monkeypatch.setattr(drawing, "_save", save)
     monkeypatch.setattr(PillowWriter, "grab_frame", grab_frame)
+    monkeypatch.setattr(Figure, "savefig", savefig)
     return record
 
 
