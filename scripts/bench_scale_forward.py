@@ -108,14 +108,12 @@ def main() -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
+    from bench_study import build_model  # this script's own folder is on the path when it is run
     from threadpoolctl import threadpool_limits
     from transformers import GPT2Model
 
     import gpt2np
     from geostudy.scale.forward import default_sites, represent_batch
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_study import build_model
 
     threads = args.threads or len(os.sched_getaffinity(0))
     args.batches = args.batches or threads
