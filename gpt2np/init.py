@@ -24,12 +24,12 @@ import math
 import numpy as np
 
 from .config import GPT2Config
+from .loading import model_dtype
 from .model import GPT2
 from .params import AttentionParams, BlockParams, Conv1DParams, GPT2Params, LayerNormParams, MLPParams
 
 INITIALIZER_RANGE = 0.02  # GPT-2's std for every weight
 BLOCK = 1 << 20  # normals drawn at a time
-_DTYPES = ("float32", "float64")
 
 
 def residual_std(cfg: GPT2Config) -> float:
@@ -73,13 +73,7 @@ def init_params(cfg: GPT2Config, seed: int, dtype: str = "float32") -> GPT2Param
     """GPT-2's initial weights for `cfg`, deterministic in `seed` (see the module docstring)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    dt = np.dtype(name)
+    dt = model_dtype(dtype)
     rng = np.random.Generator(np.random.PCG64(int(seed)))
     wte = _normal(rng, (cfg.d_vocab, cfg.d_model), INITIALIZER_RANGE, dt)
     wpe = _normal(rng, (cfg.n_ctx, cfg.d_model), INITIALIZER_RANGE, dt)

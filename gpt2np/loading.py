@@ -17,6 +17,18 @@ CONFIG_FILE = "config.json"
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+def model_dtype(dtype) -> np.dtype:
+    """The compute dtype a model may have: float32 or float64 (a name or a NumPy dtype);
+    ValueError for anything else."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return np.dtype(_DTYPES[name])
+
+
 def _as_config(config) -> GPT2Config | None:
     if config is None or isinstance(config, GPT2Config):
         return config
@@ -64,15 +76,10 @@ def load_model(
     revision, cache_dir: passed to the Hub client (cache_dir defaults to $HF_HOME's hub cache).
     check_finite: reject weights holding NaN or inf (reads every weight once).
     """
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    dt = model_dtype(dtype)
     weights, config_file = resolve_model_files(source, revision, cache_dir)
     cfg = _as_config(config)
     if cfg is None:
         cfg = GPT2Config.from_json_file(config_file) if config_file else PRESETS["gpt2"]
-    params = load_params(weights, cfg, _DTYPES[name], check_finite=check_finite)
+    params = load_params(weights, cfg, dt, check_finite=check_finite)
     return GPT2(params, cfg, source=str(source))

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _knn as engine
-from ._estimator_input import search
 from ._knn import blocks as engine_blocks
 from ._validate import CleanPoints, abs_max, as_points, check_int, check_metric
-from .neighbor_search import _read_only
+from .neighbor_search import _neighborhoods
 from .results import Neighborhoods
 
 # Rows per group: large enough that each pair task is long beside its scheduling and its
@@ -213,7 +212,6 @@ def neighborhoods_blocked(
     every neighbour search done by row-block tasks: ``run(rows, plan, metric)`` must return
     the blocks of ``prepare_cloud(X, metric, rows)`` for ``plan`` (default: in this process).
     X is validated and deduplicated here, so it must be the same array the runner reads."""
-    k = check_int("k", k, minimum=1)
     points_of_X = X
 
     def in_process(rows: np.ndarray, plan: BlockPlan, metric: str) -> list[BlockNeighbors]:
@@ -225,15 +223,4 @@ def neighborhoods_blocked(
         plan = plan_blocks(geo.X.shape[0], k_now, block_rows)
         return merge_internal(plan, runner(rows, plan, geo.metric))
 
-    nb = search(
-        X,
-        lambda n: min(k, n - 1),  # as idest.neighborhoods: a single distinct point gets k = 0
-        metric=metric,
-        on_duplicates=on_duplicates,
-        near_duplicate_tol=near_duplicate_tol,
-        min_points=1,
-        method="idest.neighborhoods",
-        k_name=None,
-        nearest=nearest,
-    )
-    return _read_only(nb)
+    return _neighborhoods(X, k, metric, on_duplicates, near_duplicate_tol, nearest=nearest)

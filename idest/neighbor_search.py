@@ -60,6 +60,12 @@ def neighborhoods(
     ``metric`` or ``on_duplicates`` to it is an error, and so is asking for more neighbours
     than the result holds (the message says which k to compute).
     """
+    return _neighborhoods(X, k, metric, on_duplicates, near_duplicate_tol)
+
+
+def _neighborhoods(X, k, metric, on_duplicates, near_duplicate_tol, nearest=None) -> Neighborhoods:
+    """neighborhoods, with the exact search `nearest(geo, rows, k)` to use (None: idest's own in
+    this process; idest.neighborhoods_blocked passes its row-block search)."""
     k = check_int("k", k, minimum=1)
     nb = search(
         X,
@@ -70,6 +76,7 @@ def neighborhoods(
         min_points=1,
         method="idest.neighborhoods",
         k_name=None,
+        nearest=nearest,
     )
     return _read_only(nb)
 

@@ -131,8 +131,11 @@ def _img(path: Path, caption: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _table(headers: list[str], rows: list[list], left: int = 1) -> str:
-    out = ["<table><tr>"]
+def html_table(headers: list[str], rows: list[list], left: int = 1, cls: str = "") -> str:
+    """A table: cells are HTML already (escaped by the caller), headers are escaped here; the
+    first `left` columns are left-aligned. Shared with the corpus-scale report."""
+    attr = f' class="{cls}"' if cls else ""
+    out = [f"<table{attr}><tr>"]
     out += [f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers)]
     out.append("</tr>")
     for r in rows:
@@ -162,7 +165,7 @@ def _pooled_table(plan: StudyPlan, tables) -> str:
                      ve(s.name, "id_gride", n1), ve(s.name, "pca_components", level),
                      ve(s.name, "pca_participation_ratio"), ve(s.name, "mean_centred_norm"),
                      ve(s.name, "mean_pairwise_cosine"), ve(s.name, "log_volume")])
-    return _table(headers, rows, left=2)
+    return html_table(headers, rows, left=2)
 
 
 def _lens_table(plan: StudyPlan, tables) -> str:
@@ -188,7 +191,7 @@ def _lens_table(plan: StudyPlan, tables) -> str:
                      _fmt(idx.get((s, "lens_final_top_rank"))),
                      _fmt(pooled.get((s, "lens_mean_kl_all_positions"))),
                      _fmt(pooled.get((s, "lens_top1_agreement_all_positions")))])
-    return _table(headers, rows, left=2)
+    return html_table(headers, rows, left=2)
 
 
 def _links(out: Path) -> str:

@@ -19,7 +19,7 @@ from ..errors import StudyError
 from ..rundir.fsio import atomic_write_text
 from ..rundir.layout import MANIFEST, TABLE_DIR, TIMINGS
 from ..sites import EMBEDDINGS_SITE, Site
-from .report import CSS
+from .report import CSS, html_table
 from .scale_figures import (
     ESTIMATORS,
     PAIR_COLUMNS,
@@ -278,18 +278,6 @@ def _img(path: Path, caption: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _table(headers: list[str], rows: list[list[str]], left: int = 1, cls: str = "") -> str:
-    """Cells are HTML already (escaped by the caller); headers are escaped here."""
-    attr = f' class="{cls}"' if cls else ""
-    out = [f"<table{attr}><tr>"]
-    out += [f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers)]
-    out.append("</tr>")
-    for r in rows:
-        out.append("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
 def _site_table(tables: ScaleTables, model: str) -> str:
     """The "partitions" row of each site: mean ± std across partitions."""
     level = pca_level(tables)
@@ -308,13 +296,13 @@ def _site_table(tables: ScaleTables, model: str) -> str:
             row.append(fmt_summary(idx.summary(model, s.name, "pca_components", level)))
         row.append(fmt_summary(idx.summary(model, s.name, "pca_participation_ratio")))
         rows.append(row)
-    return _table(headers, rows, left=2, cls=f"sites {model}")
+    return html_table(headers, rows, left=2, cls=f"sites {model}")
 
 
 def _partition_table(tables: ScaleTables) -> str:
     p = tables.partitions
     rows = [[f"partition-{i}", str(size), fmt(mean)] for i, (size, mean) in enumerate(zip(p.sizes, p.mean_lengths))]
-    return _table(["partition", "sequences", "mean tokens per sequence"], rows, cls="partitions")
+    return html_table(["partition", "sequences", "mean tokens per sequence"], rows, cls="partitions")
 
 
 def _links(out: Path) -> str:
@@ -418,7 +406,7 @@ def _kv_table(title: str, items: Mapping, unit: str = "", value_title: str = "va
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             v = fmt(v) + unit
         rows.append([_e(k), _e(v)])
-    return _table([title, value_title], rows)
+    return html_table([title, value_title], rows)
 
 
 def scale_section_html(info: ScaleReportInfo, tables: ScaleTables, figures: Mapping[str, tuple[Path, str]],
