@@ -79,10 +79,19 @@ def _manifest(plan: ScalePlan, old: dict) -> dict:
     }
 
 
+def _start_manifest(plan: ScalePlan) -> None:
+    """The manifest (the first file of a run), keeping the creation time and earlier sessions,
+    with this session started."""
+    path = plan.out / MANIFEST
+    man = _manifest(plan, read_json(path) if path.is_file() else {})
+    man["status"] = "running"
+    man["sessions"].append({"started": mf.now()})
+    atomic_write_json(path, man, indent=2)
+
+
 def _update_manifest(plan: ScalePlan, change) -> None:
     path = plan.out / MANIFEST
-    man = read_json(path) if path.is_file() else {}
-    man = {**_manifest(plan, man), **{k: v for k, v in man.items() if k in ("status",)}}
+    man = read_json(path)
     change(man)
     atomic_write_json(path, man, indent=2)
 
@@ -109,9 +118,8 @@ def execute_scale(plan: ScalePlan, executor: Executor | None = None) -> Path:
 def _execute_locked(plan: ScalePlan, executor: Executor) -> Path:
     out, timer = plan.out, plan.timer
     check_run_folder(out, plan.fingerprint)
-    _update_manifest(plan, lambda man: man.update(status="running"))
+    _start_manifest(plan)
     remove_stale_temporaries(out)
-    _update_manifest(plan, lambda man: man["sessions"].append({"started": mf.now()}))
 
     for run in plan.runs:
         with timer(f"forward passes ({run.name})"), blas_single_thread():
