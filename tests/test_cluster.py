@@ -151,6 +151,34 @@ def test_the_executor_retries_and_reports_each_task(cluster, tmp_path):
     assert len(done) == 3
 
 
+def sleep_then(seconds, value):
+    time.sleep(seconds)
+    return value
+
+
+def test_results_are_collected_as_the_cluster_finishes_them(cluster):
+    """The progress bar follows the cluster's completions: the task submitted first but finished
+    last is reported last; the results still come back in submission order."""
+    from geostudy.pipeline.executor import collect_as_done
+
+    executor = DaskExecutor(cluster.client)
+    futures = [executor.submit(sleep_then, 1.5, "slow"), executor.submit(sleep_then, 0.0, "fast")]
+    reported = []
+    assert collect_as_done(futures, on_done=lambda i, r: reported.append((i, r))) == ["slow", "fast"]
+    assert reported == [(1, "fast"), (0, "slow")]
+
+
+def test_a_store_rewritten_at_the_same_path_is_read_again(cluster, tmp_path):
+    """The workers keep the last cloud they read; a later search of another cloud written at the
+    same path (a second run on a long-lived cluster) must not be served from that cache."""
+    first, second = gpt2_like(600, 16, seed=1), gpt2_like(600, 16, seed=2)
+    assert not np.array_equal(first, second)
+    check_neighborhoods(distributed_neighborhoods(cluster.client, store(tmp_path, first), 8, block_rows=200),
+                        idest.neighborhoods(first, 8))
+    check_neighborhoods(distributed_neighborhoods(cluster.client, store(tmp_path, second), 8, block_rows=200),
+                        idest.neighborhoods(second, 8))
+
+
 def test_workers_with_other_packages_are_refused(cluster):
     mine = versions.package_versions()
     assert set(mine) >= {"gpt2np", "idest", "geostudy", "numpy"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,31 +51,41 @@ class ZarrCloud:
 
 
 # Per worker process: the last cloud read, and the last one prepared (a search's tasks all use
-# the same; a new one replaces it, so memory stays at one cloud).
+# the same; a new one replaces it, so memory stays at one cloud). Keyed by the search, not only
+# by the store's address: a store rewritten at the same path (a later run on a long-lived
+# cluster) is read again, never taken from an earlier search.
 _cache_lock = threading.Lock()
 _loaded: dict = {}
 _prepared: dict = {}
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What a task reads: the cloud of one search (``search_id``, drawn afresh by each call)."""
+
+    source: ZarrCloud
+    search_id: str
 
 
 def _rows_digest(rows: np.ndarray | None) -> str:
     return "all" if rows is None else hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
 
 
-def cached_cloud(source: ZarrCloud, metric: str, rows: np.ndarray | None) -> idest.KnnCloud:
-    """The cloud X[rows] of the store, prepared for the search, read and prepared once per process."""
-    key = (source, metric, _rows_digest(rows))
+def cached_cloud(search: _Search, metric: str, rows: np.ndarray | None) -> idest.KnnCloud:
+    """The cloud X[rows] of the search's store, prepared, read and prepared once per process."""
+    key = (search, metric, _rows_digest(rows))
     with _cache_lock:
         if key in _prepared:
             return _prepared[key]
-        if source not in _loaded:
+        if search not in _loaded:
             _loaded.clear()
-            _loaded[source] = source.load()
+            _loaded[search] = search.source.load()
         _prepared.clear()
-        _prepared[key] = idest.prepare_cloud(_loaded[source], metric, rows)
+        _prepared[key] = idest.prepare_cloud(_loaded[search], metric, rows)
         return _prepared[key]
 
 
-def pair_task(source: ZarrCloud, metric: str, rows, plan: idest.BlockPlan, g: int, h: int) -> idest.PairCandidates:
+def pair_task(source: _Search, metric: str, rows, plan: idest.BlockPlan, g: int, h: int) -> idest.PairCandidates:
     return idest.knn_pair(cached_cloud(source, metric, rows), plan, g, h)
 
 
@@ -84,7 +95,7 @@ def part_task(pair: idest.PairCandidates, g: int) -> tuple[np.ndarray, np.ndarra
     return keys.copy(), ids.copy()
 
 
-def group_task(source: ZarrCloud, metric: str, rows, plan: idest.BlockPlan, g: int, *parts) -> idest.BlockNeighbors:
+def group_task(source: _Search, metric: str, rows, plan: idest.BlockPlan, g: int, *parts) -> idest.BlockNeighbors:
     return idest.knn_group(cached_cloud(source, metric, rows), plan, g, list(parts))
 
 
@@ -92,9 +103,10 @@ def _keep(rows: np.ndarray) -> np.ndarray:
     return rows
 
 
-def dask_runner(client, source: ZarrCloud, n_rows: int, executor: DaskExecutor) -> Callable:
+def dask_runner(client, cloud: ZarrCloud, n_rows: int, executor: DaskExecutor) -> Callable:
     """The runner ``idest.neighborhoods_blocked`` calls for each search: the plan's tasks on the
     cluster, the blocks gathered in group order."""
+    source = _Search(cloud, uuid.uuid4().hex)
 
     def run(rows: np.ndarray, plan: idest.BlockPlan, metric: str) -> list[idest.BlockNeighbors]:
         # all rows: None (nothing to send); otherwise the rows go to the cluster once, as a task

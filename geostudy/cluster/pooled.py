@@ -7,6 +7,7 @@ array, so the tables are the same bytes with or without the cluster."""
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 
 import idest
 
+from ..runtime.progress import Progress
 from .knn import ZarrCloud, distributed_neighborhoods
 
 CLOUD_DIR = "pooled_clouds"  # <run>/pooled_clouds/<site>.zarr while its search runs
@@ -33,18 +35,38 @@ def write_cloud(path: Path, X: np.ndarray) -> ZarrCloud:
 
 
 class ClusterSearches:
-    """`for_site(name)` -> search(X, k): idest.neighborhoods(X, k=k), run on the cluster."""
+    """`for_site(name)` -> search(X, k): idest.neighborhoods(X, k=k), run on the cluster.
+    `reporting_to(bar)`: the same searches, each finished task shown on the progress bar."""
 
-    def __init__(self, client, run_folder: Path):
+    def __init__(self, client, run_folder: Path, progress: Progress | None = None):
         self.client = client
-        self.folder = Path(run_folder) / CLOUD_DIR
+        self.run_folder = Path(run_folder)
+        self.folder = self.run_folder / CLOUD_DIR
+        self.progress = progress
+
+    def reporting_to(self, progress: Progress) -> ClusterSearches:
+        return ClusterSearches(self.client, self.run_folder, progress)
+
+    def _task_counter(self, site: str) -> Callable[[], None] | None:
+        if self.progress is None:
+            return None
+        lock, done = threading.Lock(), [0]
+
+        def one_more() -> None:  # Dask calls back from its own thread
+            with lock:
+                done[0] += 1
+                count = done[0]
+            self.progress.stage(f"{site}: neighbour search, {count} tasks done on the cluster")
+
+        return one_more
 
     def for_site(self, site: str) -> Callable[[np.ndarray, int], idest.Neighborhoods]:
         def search(X: np.ndarray, k: int) -> idest.Neighborhoods:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / f"{site}.zarr"
             try:
-                return distributed_neighborhoods(self.client, write_cloud(path, np.ascontiguousarray(X)), k)
+                return distributed_neighborhoods(self.client, write_cloud(path, np.ascontiguousarray(X)), k,
+                                                 on_done=self._task_counter(site))
             finally:
                 shutil.rmtree(path, ignore_errors=True)
 

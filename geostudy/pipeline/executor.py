@@ -14,7 +14,8 @@ with one worker, each task runs at once in the calling thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import queue
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -23,6 +24,8 @@ from ..runtime.threads import numba_single_thread
 
 class TaskFuture(Protocol):
     def result(self) -> Any: ...
+
+    def add_done_callback(self, fn: Callable[[Any], None], /) -> None: ...
 
 
 class Executor(Protocol):
@@ -69,4 +72,22 @@ def collect_in_order(futures: Iterable[TaskFuture], on_done: Callable[[int, Any]
         results.append(future.result())
         if on_done is not None:
             on_done(i, results[-1])
+    return results
+
+
+def collect_as_done(futures: Sequence[TaskFuture], on_done: Callable[[int, Any], None] | None = None) -> list:
+    """The futures' results, in their order; on_done(i, result) is called in this thread as each
+    task finishes, in the order they finish (on a cluster the progress bar then moves with the
+    cluster's completions, not with the first task submitted). The first error to arrive is
+    raised at once."""
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    for i, future in enumerate(futures):
+        # both concurrent.futures' and Dask's futures call back from their own thread
+        future.add_done_callback(lambda _, i=i: finished.put(i))
+    results: list = [None] * len(futures)
+    for _ in range(len(futures)):
+        i = finished.get()
+        results[i] = futures[i].result()
+        if on_done is not None:
+            on_done(i, results[i])
     return results

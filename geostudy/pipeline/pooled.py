@@ -14,7 +14,7 @@ from ..rundir.integrity import write_json_checked, write_marker
 from ..runtime.progress import Progress
 from ..sites import Site
 from ..store.activations import load_clouds
-from .executor import Executor, collect_in_order
+from .executor import Executor, collect_as_done
 
 
 def load_pooled_cloud(plan: StudyPlan, site: str) -> tuple[np.ndarray, float]:
@@ -61,5 +61,7 @@ def analyse_pooled_site(plan: StudyPlan, site: Site, inputs: str, searches=None)
 
 def run_pooled(plan: StudyPlan, todo: list[Site], inputs: str, executor: Executor, bar: Progress, searches=None) -> None:
     """Every unfinished pooled site, one task each (`searches`: see analyse_pooled_site)."""
+    if hasattr(searches, "reporting_to"):  # a search made of tasks (a cluster's) reports them on the bar
+        searches = searches.reporting_to(bar)
     futures = [executor.submit(analyse_pooled_site, plan, site, inputs, searches) for site in todo]
-    collect_in_order(futures, on_done=lambda i, _: bar.advance(note=todo[i].name))
+    collect_as_done(futures, on_done=lambda i, _: bar.advance(note=todo[i].name))

@@ -27,6 +27,7 @@ class Progress:
         self.note = ""
         self.start = time.perf_counter()
         self._last_len = 0
+        self._lock = threading.Lock()  # tasks on worker threads may report too
 
     def _line(self) -> str:
         frac = self.done / self.total if self.total else 1.0
@@ -45,19 +46,21 @@ class Progress:
 
     def stage(self, note: str) -> None:
         """Say what is being done now (redraws the line on a terminal only)."""
-        self.note = note
-        if self.tty:
-            self._draw()
+        with self._lock:
+            self.note = note
+            if self.tty:
+                self._draw()
 
     def advance(self, n: int = 1, note: str | None = None) -> None:
-        self.done += n
-        if note is not None:
-            self.note = note
-        if self.tty:
-            self._draw()
-        elif self.enabled:
-            self.stream.write(self._line().rstrip() + "\n")
-            self.stream.flush()
+        with self._lock:
+            self.done += n
+            if note is not None:
+                self.note = note
+            if self.tty:
+                self._draw()
+            elif self.enabled:
+                self.stream.write(self._line().rstrip() + "\n")
+                self.stream.flush()
 
     def close(self) -> None:
         if self.tty:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..pipeline.executor import Executor, ThreadExecutor
+from ..pipeline.executor import Executor, ThreadExecutor, collect_as_done
 from ..rundir import manifest as mf
 from ..rundir.diskspace import DiskFullError, disk_full_message
 from ..rundir.folder import check_run_folder
@@ -154,9 +154,7 @@ def _forward(plan: ScalePlan, run, executor: Executor) -> None:
         a, b = store.shard_rows_range(k)
         futures.append(executor.submit(forward_shard, run.spec, run.store, k, ids[a:b], lengths[a:b], names,
                                        plan.options.represent, plan.drop_positions, plan.options.batch_size))
-    for future in futures:
-        future.result()
-        bar.advance()
+    collect_as_done(futures, on_done=lambda i, _: bar.advance())
     bar.close()
 
 
@@ -184,26 +182,26 @@ def _analyses(plan: ScalePlan, executor: Executor) -> None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         futures.append(executor.submit(analyse_unit, run.store, site, plan.partition_rows(p), plan.settings,
                                        json_path, nn_path, marker, plan.out))
-    for future in futures:
-        future.result()
-        bar.advance()
+    collect_as_done(futures, on_done=lambda i, _: bar.advance())
     bar.close()
 
 
 def _comparisons(plan: ScalePlan, executor: Executor) -> None:
     names = [s.name for s in plan.sites]
+    units = [(run, p) for run in plan.runs for p in range(plan.partition_plan.partitions)]
+    bar = Progress(len(units), "site x site comparisons, partitions", enabled=plan.progress)
     futures = []
-    for run in plan.runs:
-        for p in range(plan.partition_plan.partitions):
-            json_path, marker = plan.layout.compare_paths(run.name, p)
-            if _unit_intact(plan, marker, [json_path]):
-                continue
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            nn_paths = [plan.layout.unit_paths(run.name, s, p)[1] for s in names]
-            futures.append(executor.submit(compare_partition, run.store, names, plan.partition_rows(p), nn_paths,
-                                           json_path, marker, plan.out, plan.settings.cka_dtype))
-    for future in futures:
-        future.result()
+    for run, p in units:
+        json_path, marker = plan.layout.compare_paths(run.name, p)
+        if _unit_intact(plan, marker, [json_path]):
+            bar.advance(note="done earlier")
+            continue
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        nn_paths = [plan.layout.unit_paths(run.name, s, p)[1] for s in names]
+        futures.append(executor.submit(compare_partition, run.store, names, plan.partition_rows(p), nn_paths,
+                                       json_path, marker, plan.out, plan.settings.cka_dtype))
+    collect_as_done(futures, on_done=lambda i, _: bar.advance())
+    bar.close()
 
 
 # How auto_gride_scale (scale/analyses.py) chooses GRIDE's scale, for the report.
