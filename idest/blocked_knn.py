@@ -4,7 +4,10 @@ result is bit-identical to ``idest.knn`` / ``idest.neighborhoods`` on the same a
 
     plan = idest.plan_blocks(len(X), k)                  # row groups, small and picklable
     cloud = idest.prepare_cloud(X)                       # once per process (O(N D))
-    pairs = {(g, h): idest.knn_pair(cloud, plan, g, h) for g, h in plan.pairs}   # the O(N^2 D) work
+    pairs = {(g, g): idest.knn_pair(cloud, plan, g, g) for g in range(plan.n_groups)}   # diagonal first
+    seeds = [pairs[g, g].thresholds() for g in range(plan.n_groups)]                    # (optional)
+    pairs |= {(g, h): idest.knn_pair(cloud, plan, g, h, (seeds[g], seeds[h]))           # the O(N^2 D) work
+              for g, h in plan.pairs if g < h}
     blocks = [idest.knn_group(cloud, plan, g, [pairs[p].part(g) for p in plan.pairs_of(g)])
               for g in range(plan.n_groups)]
     d, i = idest.merge_blocks(cloud, plan, blocks)       # == idest.knn(X, k), bit for bit
@@ -16,6 +19,9 @@ computes the products between groups g and h (half the work of a full-row search
 as in process) and keeps candidates for both groups' rows; task g then certifies its rows
 exactly as the in-process search does (``idest._knn.blocks``). The result of a certified row
 does not depend on its candidates, so it is the same whatever the block size or the engine.
+An off-diagonal task may start from thresholds, each point's kc-th key within its own group
+(``thresholds()`` of the diagonal task's candidates): it then buffers far fewer keys than from
+scratch (in process, one buffer per point sees every key), and the result is the same.
 
 Duplicates: ``neighborhoods`` drops exact and near-duplicates, which needs the neighbours of
 the points kept so far, and may search again with a larger k. ``neighborhoods_blocked`` runs
@@ -120,6 +126,13 @@ class PairCandidates:
     keys: np.ndarray  # (rows, kc) float32
     ids: np.ndarray  # (rows, kc) int32, rows of the cloud (-1: an unfilled slot)
 
+    def thresholds(self) -> np.ndarray:
+        """Of a diagonal pair (g, g): each row's bound (the kc-th key it found in its own group,
+        or the sentinel), float32 (rows of g,), to start task (g, h) or (h, g) with."""
+        if self.g != self.h:
+            raise ValueError(f"thresholds come from a diagonal pair (g, g); this is ({self.g}, {self.h}).")
+        return self.keys[:, 0].copy()
+
     def part(self, group: int) -> tuple[np.ndarray, np.ndarray]:
         if group == self.g:
             return self.keys[: self.n_rows_g], self.ids[: self.n_rows_g]
@@ -144,12 +157,19 @@ def _check_cloud(cloud: KnnCloud, plan: BlockPlan) -> None:
         raise ValueError(f"the plan is for {plan.n_points} points; the cloud has {cloud.n_points}. Make the plan from this cloud.")
 
 
-def knn_pair(cloud: KnnCloud, plan: BlockPlan, g: int, h: int) -> PairCandidates:
-    """Task (g, h), g <= h: the products between groups g and h, scanned into candidates."""
+def knn_pair(cloud: KnnCloud, plan: BlockPlan, g: int, h: int,
+             thresholds: tuple[np.ndarray, np.ndarray] | None = None) -> PairCandidates:
+    """Task (g, h), g <= h: the products between groups g and h, scanned into candidates;
+    ``thresholds`` (g < h only, optional): the ``thresholds()`` of pairs (g, g) and (h, h)."""
     _check_cloud(cloud, plan)
     if not 0 <= g <= h < plan.n_groups:
         raise ValueError(f"pair ({g}, {h}) is not one of the plan's (0 <= g <= h < {plan.n_groups}).")
-    keys, ids = engine_blocks.scan_pair(cloud.geometry, plan.bounds, g, h, plan.kc)
+    start = None
+    if thresholds is not None:
+        if g == h:
+            raise ValueError(f"a diagonal pair ({g}, {g}) starts without thresholds: it is where they come from.")
+        start = np.concatenate([np.asarray(t, dtype=np.float32) for t in thresholds])
+    keys, ids = engine_blocks.scan_pair(cloud.geometry, plan.bounds, g, h, plan.kc, start)
     start, stop = plan.rows(g)
     return PairCandidates(g=g, h=h, n_rows_g=stop - start, keys=keys, ids=ids)
 
@@ -182,8 +202,11 @@ def merge_blocks(cloud: KnnCloud, plan: BlockPlan, blocks: list[BlockNeighbors])
 
 
 def run_in_process(cloud: KnnCloud, plan: BlockPlan) -> list[BlockNeighbors]:
-    """Every task, here, one after another (the reference a distributed runner must equal)."""
-    pairs = {p: knn_pair(cloud, plan, *p) for p in plan.pairs}
+    """Every task, here, one after another (the reference a distributed runner must equal):
+    the diagonal pairs, the others started from their thresholds, then the groups."""
+    pairs = {(g, g): knn_pair(cloud, plan, g, g) for g in range(plan.n_groups)}
+    seeds = [pairs[g, g].thresholds() for g in range(plan.n_groups)]
+    pairs |= {(g, h): knn_pair(cloud, plan, g, h, (seeds[g], seeds[h])) for g, h in plan.pairs if g < h}
     return [knn_group(cloud, plan, g, [pairs[p].part(g) for p in plan.pairs_of(g)]) for g in range(plan.n_groups)]
 
 

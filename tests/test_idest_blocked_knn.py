@@ -151,3 +151,41 @@ def test_plans_and_blocks_refuse_what_does_not_fit():
         pairs = {p: idest.knn_pair(c, plan, *p) for p in plan.pairs}
         one = idest.knn_group(c, plan, 0, [pairs[p].part(0) for p in plan.pairs_of(0)])
         idest.merge_blocks(c, plan, [one, one])
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_off_diagonal_pairs_started_from_thresholds_give_the_same_neighbours(seeded):
+    """Pair (g, h) may start from the thresholds its groups' diagonal pairs found: it then keeps
+    fewer keys (none at or above a point's threshold), reports that threshold as the bound of a
+    point that got fewer than kc keys below it, and the certified result is the same."""
+    X = with_copies(cloud(3000, seed=23))
+    c = idest.prepare_cloud(X)
+    plan = idest.plan_blocks(3000, 16, 700)
+    pairs = {(g, g): idest.knn_pair(c, plan, g, g) for g in range(plan.n_groups)}
+    seeds = [pairs[g, g].thresholds() for g in range(plan.n_groups)]
+    for g, h in plan.pairs:
+        if g < h:
+            pairs[g, h] = idest.knn_pair(c, plan, g, h, (seeds[g], seeds[h]) if seeded else None)
+    if seeded:
+        pair = pairs[0, plan.n_groups - 1]
+        keys, ids = pair.part(0)
+        bound_only = ids[:, 0] < 0  # points with fewer than kc keys below their threshold
+        assert bound_only.any() and np.array_equal(keys[bound_only, 0], seeds[0][bound_only])
+        real = ids >= 0
+        assert np.all(keys[real] < np.repeat(seeds[0][:, None], keys.shape[1], axis=1)[real])
+    blocks = [idest.knn_group(c, plan, g, [pairs[p].part(g) for p in plan.pairs_of(g)]) for g in range(plan.n_groups)]
+    d, i = idest.merge_blocks(c, plan, blocks)
+    d0, i0 = idest.knn(X, 16)
+    assert same(d, d0) and same(i, i0)
+
+
+def test_thresholds_come_from_diagonal_pairs_and_fit_their_pair():
+    c = idest.prepare_cloud(cloud(600))
+    plan = idest.plan_blocks(600, 5, 250)
+    diag = [idest.knn_pair(c, plan, g, g) for g in range(plan.n_groups)]
+    with pytest.raises(ValueError, match="come from a diagonal pair"):
+        idest.knn_pair(c, plan, 0, 1).thresholds()
+    with pytest.raises(ValueError, match="starts without thresholds"):
+        idest.knn_pair(c, plan, 1, 1, (diag[1].thresholds(), diag[1].thresholds()))
+    with pytest.raises(ValueError, match="needs 350 thresholds"):
+        idest.knn_pair(c, plan, 1, 2, (diag[1].thresholds(), diag[1].thresholds()))

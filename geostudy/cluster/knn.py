@@ -85,8 +85,15 @@ def cached_cloud(search: _Search, metric: str, rows: np.ndarray | None) -> idest
         return _prepared[key]
 
 
-def pair_task(source: _Search, metric: str, rows, plan: idest.BlockPlan, g: int, h: int) -> idest.PairCandidates:
-    return idest.knn_pair(cached_cloud(source, metric, rows), plan, g, h)
+def pair_task(source: _Search, metric: str, rows, plan: idest.BlockPlan, g: int, h: int,
+              thresholds=None) -> idest.PairCandidates:
+    return idest.knn_pair(cached_cloud(source, metric, rows), plan, g, h, thresholds)
+
+
+def thresholds_task(diagonal: idest.PairCandidates) -> np.ndarray:
+    """What a diagonal pair found, as the thresholds its group's off-diagonal pairs start from
+    (N_g float32: a small result, so that those tasks do not wait for the whole pair)."""
+    return diagonal.thresholds()
 
 
 def part_task(pair: idest.PairCandidates, g: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +119,15 @@ def dask_runner(client, cloud: ZarrCloud, n_rows: int, executor: DaskExecutor) -
         # all rows: None (nothing to send); otherwise the rows go to the cluster once, as a task
         # of their own, so that a lost copy is recomputed like any other result
         rows_arg = None if len(rows) == n_rows else client.submit(_keep, np.asarray(rows, dtype=np.int64), pure=False)
-        pairs = {p: executor.submit(pair_task, source, metric, rows_arg, plan, *p) for p in plan.pairs}
+        # the diagonal pairs first; each other pair starts from the thresholds its two groups'
+        # diagonal pairs found (fewer keys buffered; the same result)
+        n = plan.n_groups
+        pairs = {(g, g): executor.submit(pair_task, source, metric, rows_arg, plan, g, g) for g in range(n)}
+        seeds = [client.submit(thresholds_task, pairs[g, g], pure=False, retries=executor.retries) for g in range(n)]
+        for g, h in plan.pairs:
+            if g < h:  # (Dask hands the task the two futures' results, as a tuple)
+                pairs[g, h] = executor.submit(pair_task, source, metric, rows_arg, plan, g, h, (seeds[g], seeds[h]))
+        del seeds
         parts = {(p, g): client.submit(part_task, pairs[p], g, pure=False, retries=executor.retries) for p in plan.pairs for g in set(p)}
         del pairs  # the scheduler keeps what the parts still need
         groups = [executor.submit(group_task, source, metric, rows_arg, plan, g, *[parts[(p, g)] for p in plan.pairs_of(g)])

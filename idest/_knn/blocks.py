@@ -50,9 +50,18 @@ def _local_tiles(n_rows: int, n_cols: int, diagonal: bool) -> list[tuple[int, in
     return [(row0, rows, n_rows + c0, min(_PANEL, n_cols - c0)) for row0, rows in blocks for c0 in range(0, n_cols, _PANEL)]
 
 
-def scan_pair(geo: Geometry, bounds: tuple[int, ...], g: int, h: int, kc: int) -> tuple[np.ndarray, np.ndarray]:
+def scan_pair(geo: Geometry, bounds: tuple[int, ...], g: int, h: int, kc: int,
+              thresholds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Candidates (keys float32, global ids int32; shape (rows of g [+ rows of h], kc), the
-    largest key of each row in slot 0, see kernels) from the tiles between groups g <= h."""
+    largest key of each row in slot 0, see kernels) from the tiles between groups g <= h.
+
+    ``thresholds`` (float32, one per row of g [+ h], in that order) start each point's
+    buffer below the sentinel: keys at or above it are left out from the first tile, and a
+    point that gets fewer than kc keys below it reports it as its bound (slot 0). Given the
+    kc-th key each point found within its own group (``seed_thresholds`` of the diagonal
+    pairs' candidates), an off-diagonal pair does far less buffering than from scratch; the
+    row's bound, and so its certification, is the same (the diagonal pair reports that
+    threshold itself)."""
     a0, a1 = bounds[g], bounds[g + 1]
     b0, b1 = bounds[h], bounds[h + 1]
     diagonal = g == h
@@ -68,7 +77,12 @@ def scan_pair(geo: Geometry, bounds: tuple[int, ...], g: int, h: int, kc: int) -
     n_rows = a1 - a0
     tiles = _local_tiles(n_rows, n_local - n_rows, diagonal)
     size = _buffer_size(kc)
-    tops = np.full(n_local, kk.EMPTY_KEY, dtype=np.float32)
+    if thresholds is None:
+        tops = np.full(n_local, kk.EMPTY_KEY, dtype=np.float32)
+    elif thresholds.shape != (n_local,):
+        raise ValueError(f"pair ({g}, {h}) needs {n_local} thresholds (its rows), got shape {thresholds.shape}.")
+    else:
+        tops = np.array(thresholds, dtype=np.float32)
     counts = np.zeros(n_local, dtype=np.int64)
     buf_keys = np.empty((n_local, size), dtype=np.float32)
     buf_ids = np.empty((n_local, size), dtype=np.int32)
@@ -80,7 +94,7 @@ def scan_pair(geo: Geometry, bounds: tuple[int, ...], g: int, h: int, kc: int) -
             kk.scan_tile(tile, row0, col0, diagonal and col0 == row0, True, half_lb, kc, tops, counts, buf_keys, buf_ids)
     keys = np.empty((n_local, kc), dtype=np.float32)
     ids = np.empty((n_local, kc), dtype=np.int64)
-    kk.buffers_to_candidates(counts, buf_keys, buf_ids, keys, ids)
+    kk.buffers_to_candidates(counts, tops, buf_keys, buf_ids, keys, ids)
     # local ids -> global (unfilled slots keep -1); int32 halves what travels between processes
     filled = ids >= 0
     ids[filled] = to_global[ids[filled]]

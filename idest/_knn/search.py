@@ -122,7 +122,7 @@ def _scan_all_tiles(geo: Geometry, kc: int, workers: int, select: bool = True) -
             block = x[row0 : row0 + rows]
             np.matmul(block, x[col0 : col0 + width].T, out=tile)
             kk.scan_tile(tile, row0, col0, col0 == row0, select, geo.half_lb, kc, tops, counts, buf_keys, buf_ids)
-        kk.buffers_to_candidates(counts, buf_keys, buf_ids, cand_keys[w], cand_ids[w])
+        kk.buffers_to_candidates(counts, tops, buf_keys, buf_ids, cand_keys[w], cand_ids[w])
 
     with _single_threaded_blas():
         _in_threads(lambda w, _: work(w), workers, workers)  # one slice per worker index
