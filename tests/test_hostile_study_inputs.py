@@ -136,7 +136,7 @@ def test_dollars_backslashes_and_underscores_in_the_corpus_do_not_stop_the_run(r
     man = json.loads((run / "manifest.json").read_text())
     assert man["status"] == "complete"
     names = {p.name for p in (run / "plots").iterdir()}
-    assert {"id_twonn.png", "lens_heatmap.png", "lens_top_tokens.gif", "attention_block1.png"} <= names
+    assert {"id_twonn.png", "lens_heatmap.png", f"lens_pair_{man['options']['focus']}.gif", "attention_block1.png"} <= names
     assert (run / "report.html").is_file()
 
 
@@ -161,7 +161,7 @@ def test_hostile_tokens_in_the_logit_lens_are_drawn_literally_and_short(plan, dr
     for row in tables["lens_top_tokens"]:  # each depth's top-k tokens become the hostile ones
         row[token] = HOSTILE_TOKENS[(row[rank] - 1) % len(HOSTILE_TOKENS)]
     for figure in figure_list._figures(plan, tables, tmp_path):
-        if figure.key in ("lens_heatmap", "lens_gif"):
+        if figure.key == "lens_heatmap" or figure.key.startswith("lens_pair_gif."):
             figure.render()  # what make_plots calls, in either process
     assert {"lens_heatmap.png", "gif"} <= set(drawn.texts)
     assert _not_literal(drawn) == []

@@ -117,8 +117,8 @@ def test_every_artifact_exists_and_is_readable(run, plan):
     for png in pngs:
         with Image.open(png) as im:
             im.verify()
-    with Image.open(run / "plots" / "lens_top_tokens.gif") as gif:
-        assert gif.n_frames == len(plan.lens_sites) + 1
+    with Image.open(run / "plots" / f"lens_pair_{plan.focus.id}.gif") as gif:  # one frame per block
+        assert gif.n_frames == plan.cfg.n_layer
     assert not list(run.rglob(".*.tmp-*"))
     # timings: every wall-clock stage with the CPU seconds it used
     timings = json.loads((run / "timings.json").read_text())

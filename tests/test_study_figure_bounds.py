@@ -46,7 +46,7 @@ def corpus(tmp_path_factory) -> Path:
 # fixed lens sites, its attention patterns and distances at the scatter site): checked in the
 # default run, and left out of the residual-only run's drawing (test_residual_only_... checks that
 # those inputs are the same in both plans).
-SITE_INDEPENDENT = ("lens_heatmap", "lens_gif", "attention", "attention_all_blocks", "attention_qkv",
+SITE_INDEPENDENT = ("lens_heatmap", "attention", "attention_all_blocks", "attention_qkv",
                     "distances_focus", "tsne_focus", "lens_cosine", "lens_pair_gif.")
 
 

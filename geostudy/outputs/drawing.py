@@ -24,9 +24,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.animation import PillowWriter  # noqa: E402
 from matplotlib.colors import PowerNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 import gpt2np  # noqa: E402
 from gpt2np.names import BLOCK_SITES  # noqa: E402
@@ -346,53 +345,6 @@ def lens_heatmap(plan, focus_result: dict, top_rows, path: Path) -> None:
                  fontsize=10)
     grow_to_fit(fig)
     _save(fig, path, tight=False)
-
-
-_PLAIN_NUMBER = FuncFormatter(lambda v, _: f"{v:g}")
-
-
-def lens_gif(plan, top_rows, path: Path) -> None:
-    """Animated: the last token's top-k tokens and probabilities, depth by depth."""
-    rows = list(plan.lens_sites) + [FINAL_SITE]
-    by_site = defaultdict(list)
-    for r in top_rows:
-        if r[0] == plan.focus.id:
-            by_site[r[3]].append((r[8], r[10], r[11]))
-    labels = _lens_depth_labels(plan, rows)
-    probs_all = [p for s in rows for _, _, p in by_site[s]]
-    lo = max(min(probs_all) / 2, 1e-12)  # one log-scaled axis for every frame: bars stay comparable
-    fig, ax = plt.subplots(figsize=(8, 4.4))
-
-    def draw(i):
-        ax.clear()
-        items = sorted(by_site[rows[i]])
-        toks = [token_label(t) for _, t, _ in items][::-1]
-        probs = [p for _, _, p in items][::-1]
-        color = plt.get_cmap("viridis")(0.35 + 0.5 * i / max(1, len(rows) - 1))
-        ax.barh(range(len(items)), [p - lo for p in probs], left=lo, color=color)
-        ax.set_xscale("log")
-        ax.set_xlim(lo, 1.0)
-        ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost most of the drawing time
-        ax.xaxis.set_major_formatter(_PLAIN_NUMBER)  # the log scale's own labels are maths ("10^{-2}")
-        ax.set_yticks(range(len(items)))
-        ax.set_yticklabels(toks, fontsize=9)
-        ax.set_xlabel("probability of the next token (log scale)")
-        ax.set_title(f"{plan.focus.id}: last token's top-{len(items)}\n{labels[i]}  ({i + 1}/{len(rows)})", fontsize=10)
-        for y, p in enumerate(probs):
-            ax.text(p, y, f" {p:.3g}", va="center", fontsize=8)
-
-    # fixed margins, no layout pass per frame: 2.2 in for a 24-character token at the left, room at
-    # the right for the number after a bar that reaches 1
-    fig.subplots_adjust(left=0.27, right=0.86, top=0.86, bottom=0.13)
-    def write(tmp):
-        writer = PillowWriter(fps=1.5)
-        with writer.saving(fig, str(tmp), dpi=72):
-            for i in range(len(rows)):
-                draw(i)
-                writer.grab_frame()
-
-    atomic_write_with(path, write)
-    plt.close(fig)
 
 
 def attention_grid(plan, tokens: list[str], path: Path) -> None:

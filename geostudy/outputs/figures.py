@@ -35,7 +35,6 @@ DRAWING_SECONDS = {
     "lens depth": 0.3,  # the logit lens' two panels
     "multi line": 0.8,
     "lens_heatmap": 1.0,
-    "lens_gif": 3.3,
     "attention": 1.2,
     "pca3d": 1.2,
 }
@@ -162,10 +161,6 @@ def _figures(plan: StudyPlan, tables: dict, folder: Path) -> list[Figure]:
                        "block's attention, after each block) and the model's own output; columns: the model's final "
                        f"top-{plan.top_k} tokens; colour and number: their probability at that depth.",
                        partial(drawing.lens_heatmap, plan, focus, top_rows, path), cost=DRAWING_SECONDS["lens_heatmap"]))
-    path = folder / "lens_top_tokens.gif"
-    figs.append(Figure("lens_gif", path,
-                       "The last token's top tokens and their probabilities, depth by depth (animated).",
-                       partial(drawing.lens_gif, plan, top_rows, path), cost=DRAWING_SECONDS["lens_gif"]))
     path = folder / f"attention_block{plan.attention_block}.png"
     figs.append(Figure("attention", path,
                        f"Attention pattern of each head of block {plan.attention_block} on {plan.focus.id!r}.",

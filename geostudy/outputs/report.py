@@ -41,7 +41,7 @@ def write_matched_table(plan: StudyPlan, tables: dict) -> None:
 # figure goes to "More figures", so a new figure is never left out of the report.
 CORE_FIGURES = ("id_twonn", "id_mle", "id_gride", "id_gride_scales", "pca_components", "pca_components_90",
                 "pca_participation_ratio", "norms", "cosine_to_last", "pairwise_cosine", "log_volume",
-                "lens_heatmap", "lens_gif", "lens_kl_last", "lens_kl_all", "lens_agreement", "attention", "pca3d")
+                "lens_heatmap", "lens_kl_last", "lens_kl_all", "lens_agreement", "attention", "pca3d")
 SECTION_FIGURES = {
     "id": ("gride_metrics",), "pca": ("spectra_",), "norms": ("distances_", "histograms_"),
     "lens": ("lens_cosine", "lens_pair_gif"), "attention": ("attention_all_blocks", "attention_qkv"),
@@ -321,7 +321,7 @@ def write_report(plan: StudyPlan, tables: dict, figures: dict, path: Path) -> No
            f"up to {plan.lens_positions} analysed positions per prompt, evenly spread (first and last included)")
         + " over the whole corpus: the mean KL and the fraction of positions whose top-1 token already equals the "
         "model's.</p>",
-        f("lens_heatmap", "lens_gif"),
+        f("lens_heatmap"),
         _lens_table(plan, tables),
         f("lens_kl_last", "lens_kl_all", "lens_agreement", *placed["lens"]),
         ])),
