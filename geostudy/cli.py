@@ -111,6 +111,12 @@ def _add_scale_flags(p: argparse.ArgumentParser) -> None:
                         "--represent last|mean every task runs there; in the token study, the pooled clouds' exact "
                         "neighbour searches. The tables are the same bytes either way. Needs pip install "
                         "\"gpt2-geometry[cluster]\"")
+    g.add_argument("--store", default=None, metavar="PATH_OR_URL",
+                   help="where the activation store goes: a local folder or any fsspec URL the workers share "
+                        "(file://, s3://bucket/run/acts.zarr, ...; URLs need fsspec, which comes with the cluster extra). "
+                        "The trained model's store is exactly there, the untrained control's beside it with -untrained "
+                        "before .zarr (acts-untrained.zarr); everything else stays in the run folder, written by this "
+                        "process only (default: <run folder>/activations.zarr and activations-untrained.zarr)")
     g.add_argument("--untrained", action="store_true",
                    help="also run the same protocol on an untrained GPT-2 of the same shape (GPT-2's initialisation, "
                         "seeded by --seed), its rows marked model=untrained")
@@ -217,7 +223,7 @@ def _scale_values(args) -> dict:
     return dict(window=args.window, remainder=args.remainder, max_sequences=args.max_sequences,
                 text_column=args.text_column, split=args.split, partitions=args.partitions,
                 partition_size=args.partition_size, batch_size=args.batch_size, untrained=args.untrained,
-                seed=args.seed)
+                seed=args.seed, store=args.store)
 
 
 def _main_scale(args) -> int:
@@ -252,7 +258,9 @@ def _main_scale(args) -> int:
         print("\nDone. Time per stage:")
         print(plan.timer.table())
         print(f"\nEverything is in {out}: report.html, tables/ (results, overlap, cka, partitions, spectra), "
-              "activations.zarr, manifest.json")
+              "manifest.json")
+        for run in plan.runs:
+            print(f"  activations ({run.name}): {run.store}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Both studies on a Dask LocalCluster of 2 worker processes give the tables of the in-process
 run, byte for byte: the token study (its pooled neighbour searches on the workers) and the
-corpus-scale protocol (every task on the workers), also when a worker process is killed during
-the forward passes and during the neighbour searches."""
+corpus-scale protocol (every task on the workers, its store in the run folder or at a file://
+URL), also when a worker process is killed during the forward passes and during the neighbour
+searches."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 import geostudy
 from geostudy.cli import main
@@ -72,9 +74,16 @@ def _kill_a_worker_while(client, running: threading.Thread, delay: float) -> boo
     return True
 
 
-def test_scale_study_on_the_cluster_equals_in_process(tiny_model_dir, gpt2_vocab_dir, docs, cluster, tmp_path):
+@pytest.fixture(scope="module")
+def scale_alone(tiny_model_dir, gpt2_vocab_dir, docs, tmp_path_factory) -> Path:
+    """The corpus-scale study in this process, its store in the run folder: the reference."""
+    return geostudy.run_scale_study(tiny_model_dir, docs, tmp_path_factory.mktemp("scale_alone") / "alone",
+                                    **_scale_options(gpt2_vocab_dir))
+
+
+def test_scale_study_on_the_cluster_equals_in_process(tiny_model_dir, gpt2_vocab_dir, docs, cluster, scale_alone, tmp_path):
     opts = _scale_options(gpt2_vocab_dir)
-    alone = geostudy.run_scale_study(tiny_model_dir, docs, tmp_path / "alone", **opts)
+    alone = scale_alone
     plan = geostudy.prepare_scale_study(tiny_model_dir, docs, tmp_path / "cluster", **opts)
     on_cluster = geostudy.execute_scale(plan, DaskExecutor(cluster.client))
     _same_tables(alone, on_cluster, SCALE_TABLES)
@@ -88,6 +97,20 @@ def test_scale_study_on_the_cluster_equals_in_process(tiny_model_dir, gpt2_vocab
     run.join()
     assert killed, "the run ended before a worker could be killed: make the test's corpus larger"
     _same_tables(alone, result["out"], SCALE_TABLES)
+
+
+def test_scale_study_on_the_cluster_with_a_file_url_store(tiny_model_dir, gpt2_vocab_dir, docs, cluster, scale_alone, tmp_path):
+    """The store at a file:// URL (fsspec on every worker, no rename, no fsync): the same tables,
+    the run folder without a store, the workers' rows in the store."""
+    url = f"file://{tmp_path}/shared/acts.zarr"
+    plan = geostudy.prepare_scale_study(tiny_model_dir, docs, tmp_path / "run", store=url, **_scale_options(gpt2_vocab_dir))
+    on_cluster = geostudy.execute_scale(plan, DaskExecutor(cluster.client))
+    _same_tables(scale_alone, on_cluster, SCALE_TABLES)
+    assert not list(on_cluster.glob("activations*"))
+    for name, where in (("activations.zarr", "acts.zarr"), ("activations-untrained.zarr", "acts-untrained.zarr")):
+        local = zarr.open_group(str(scale_alone / name), mode="r")
+        shared = zarr.open_group(f"file://{tmp_path}/shared/{where}", mode="r")
+        assert np.array_equal(shared["blocks.1.hook_resid_post"][:], local["blocks.1.hook_resid_post"][:])
 
 
 def test_token_study_with_pooled_searches_on_the_cluster(tiny_model_dir, gpt2_vocab_dir, prompts, cluster, tmp_path):

@@ -146,17 +146,21 @@ def test_a_damaged_marker_makes_the_shard_unfinished(tmp_path):
 # -- kill -9 ---------------------------------------------------------------------------------
 # The child creates (or reopens) a store of 30 shards and writes the unfinished ones, saying so
 # after each; a shard takes a few ms (one fsync per chunk and per marker), so a kill at a random
-# moment inside one lands in the chunks, between them, or in the marker.
+# moment inside one lands in the chunks, between them, or in the marker. The same at a file://
+# URL, through fsspec: no rename, no fsync, the store created in place; its shards are written
+# so much faster that the child gets 300 of them, or it could finish before the kill.
 CHILD = textwrap.dedent("""
     import sys
     from pathlib import Path
     import numpy as np
     from geostudy.scale.store import ActivationStore
 
+    location = sys.argv[1] if "://" in sys.argv[1] else Path(sys.argv[1])
+    n_rows = int(sys.argv[2])
     sites = {f"blocks.{i}.hook_resid_post": 96 for i in range(4)}
-    store = ActivationStore.open(Path(sys.argv[1]), sites=sites, n_rows=1190, shard_rows=40, dtype="float32",
+    store = ActivationStore.open(location, sites=sites, n_rows=n_rows, shard_rows=40, dtype="float32",
                                  fingerprint="kill")
-    data = {s: np.random.default_rng(i).standard_normal((1190, 96)).astype(np.float32) for i, s in enumerate(sites)}
+    data = {s: np.random.default_rng(i).standard_normal((n_rows, 96)).astype(np.float32) for i, s in enumerate(sites)}
     print("open", flush=True)
     for k, done in enumerate(store.finished_shards(verify=True)):
         if not done:
@@ -167,9 +171,10 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _start_child(path: Path) -> subprocess.Popen:
+def _start_child(path: Path, as_url: bool) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen([sys.executable, "-W", "ignore", "-c", CHILD, str(path)], stdout=subprocess.PIPE, env=env)
+    location, n_rows = (f"file://{path}", 11990) if as_url else (str(path), 1190)  # 300 or 30 shards
+    return subprocess.Popen([sys.executable, "-W", "ignore", "-c", CHILD, location, str(n_rows)], stdout=subprocess.PIPE, env=env)
 
 
 def _kill(proc: subprocess.Popen) -> bool:
@@ -179,38 +184,41 @@ def _kill(proc: subprocess.Popen) -> bool:
     return proc.returncode == -signal.SIGKILL and b"done" not in out
 
 
-def test_kill_9_at_random_moments_then_resume(tmp_path):
+@pytest.mark.parametrize("as_url", [False, True], ids=["path", "file-url"])
+def test_kill_9_at_random_moments_then_resume(tmp_path, as_url):
     reference = tmp_path / "reference.zarr"
     t0 = time.perf_counter()
-    proc = _start_child(reference)
+    proc = _start_child(reference, as_url)
     assert proc.stdout.readline() == b"open\n"
     startup = time.perf_counter() - t0
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out.endswith(b"done\n")
-    per_shard = (time.perf_counter() - t0 - startup) / 30
+    per_shard = (time.perf_counter() - t0 - startup) / ActivationStore.open_existing(reference).n_shards
 
     killed = tmp_path / "killed.zarr"
+    location = f"file://{killed}" if as_url else killed
     rng = random.Random(13)
-    proc = _start_child(killed)  # killed while starting: in the imports or while creating the store
+    proc = _start_child(killed, as_url)  # killed while starting: in the imports or while creating the store
     time.sleep(rng.uniform(0.6, 1.0) * startup)
     _kill(proc)
     kills = inside = 0
     for _ in range(6):
-        proc = _start_child(killed)
+        proc = _start_child(killed, as_url)
         assert proc.stdout.readline() == b"open\n"
         for _ in range(rng.randint(0, 3)):  # a few whole shards, then a random moment inside the next
             proc.stdout.readline()
         time.sleep(rng.uniform(0, 1.0) * per_shard)
         kills += _kill(proc)
-        store = ActivationStore.open_existing(killed)
+        store = ActivationStore.open_existing(location)
         finished = store.finished_shards(verify=False)
         # a shard with chunks on disk but no marker: the kill landed inside a shard
-        inside += any(not done and store.chunk_path("blocks.0.hook_resid_post", k).exists() for k, done in enumerate(finished))
+        inside += any(not done and (killed / store.chunk_key("blocks.0.hook_resid_post", k)).exists()
+                      for k, done in enumerate(finished))
     assert kills == 6 and inside >= 2, (kills, inside)
-    proc = _start_child(killed)
+    proc = _start_child(killed, as_url)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out.endswith(b"done\n")
-    store = ActivationStore.open_existing(killed)
+    store = ActivationStore.open_existing(location)
     assert store.finished_shards(verify=True) == [True] * store.n_shards
     # byte-identical to the uninterrupted store, file for file; the killed writers' debris is gone
     assert tree(killed) == tree(reference)

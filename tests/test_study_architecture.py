@@ -18,7 +18,7 @@ LAYERS = [
     ("run folder", ("geostudy.rundir", "geostudy.scale.layout")),
     ("inputs", ("geostudy.corpus", "geostudy.sites", "geostudy.scale", "geostudy.scale.sources", "geostudy.scale.sequences")),
     ("measure", ("geostudy.measure", "geostudy.scale.partitions", "geostudy.scale.analyses", "geostudy.scale.compare")),
-    ("store", ("geostudy.store", "geostudy.scale.forward", "geostudy.scale.store")),
+    ("store", ("geostudy.store", "geostudy.scale.forward", "geostudy.scale.store", "geostudy.scale.store_files")),
     ("options", ("geostudy.options", "geostudy.scale.options")),
     ("plan", ("geostudy.plan", "geostudy.scale.plan")),
     ("outputs", ("geostudy.outputs", "geostudy.scale.tables")),

@@ -19,6 +19,7 @@ SCALE_ONLY = {
     "window": "--window", "remainder": "--remainder", "max_sequences": "--max-sequences",
     "partitions": "--partitions", "partition_size": "--partition-size", "untrained": "--untrained",
     "text_column": "--text-column", "split": "--split", "batch_size": "--batch-size", "seed": "--seed",
+    "store": "--store",
 }
 
 

@@ -31,6 +31,7 @@ from .options import DEFAULT_SHARD_ROWS, ScaleOptions, validate_scale_options
 from .partitions import PartitionPlan, draw_partitions, plan_partitions
 from .sequences import SequenceSet, build_sequences
 from .sources import DocumentSource, open_source
+from .store_files import check_location
 
 SCALE_FORMAT = "geostudy-scale-1"
 
@@ -41,7 +42,7 @@ class ModelRun:
 
     name: str  # "trained" or "untrained"
     spec: ModelSpec  # how any process loads it
-    store: Path  # its activations.zarr
+    store: Path | str  # its activation store: a local folder or a URL (scale/layout.py)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ScalePlan:
     progress: bool = True
     workers: int = 1
     timer: StageTimer = field(default_factory=StageTimer)
+    store: Path | str | None = None  # --store: the trained model's store when not in the run folder
 
     @property
     def cfg(self) -> gpt2np.GPT2Config:
@@ -78,7 +80,7 @@ class ScalePlan:
 
     @property
     def layout(self) -> ScaleLayout:
-        return ScaleLayout(self.out)
+        return ScaleLayout(self.out, self.store)
 
     @property
     def n_sequences(self) -> int:
@@ -152,14 +154,17 @@ def _fingerprint(model_info, source, sequences, sites, opts, drop, dtype, pplan,
 def prepare_scale_study(model="gpt2", corpus=None, out=None, *, tokenizer=None, sites=None, drop_positions=(0,),
                         dtype="float32", plots=True, report=True, progress=True, runs_dir=DEFAULT_RUNS_DIR,
                         workers=None, shard_rows=DEFAULT_SHARD_ROWS, settings: ScaleSettings | None = None,
-                        **scale_options) -> ScalePlan:
+                        store=None, **scale_options) -> ScalePlan:
     """Validate every input, stream the corpus into sequences and draw the partitions; nothing
-    is written but the (empty) run folder. Raises StudyError on any problem. scale_options are
-    validate_scale_options' (represent, window, remainder, max_sequences, seed, text_column,
-    split, partitions, partition_size, batch_size, untrained)."""
+    is written but the (empty) run folder. Raises StudyError on any problem. store: where the
+    trained model's activation store goes, a local path or an fsspec URL the workers share
+    (default: <run folder>/activations.zarr; the untrained control's goes beside it, see
+    scale/layout.py). scale_options are validate_scale_options' (represent, window, remainder,
+    max_sequences, seed, text_column, split, partitions, partition_size, batch_size, untrained)."""
     timer = StageTimer()
     with timer("validate inputs + load model"):
         opts = validate_scale_options(**scale_options)
+        store = None if store is None else check_location(store)
         drop = parse_drop_positions(drop_positions)
         dtype = parse_dtype(dtype)
         n_workers = integer_option(default_workers() if workers is None else workers, "workers", "a positive integer", 1)
@@ -188,17 +193,17 @@ def prepare_scale_study(model="gpt2", corpus=None, out=None, *, tokenizer=None, 
     out = Path(out).expanduser()
     prepare_run_folder(out, fingerprint)
 
-    layout = ScaleLayout(out)
+    layout = ScaleLayout(out, store)
     config_file = model_info["config_file"]
     runs = [ModelRun("trained", ModelSpec(weights=model_info["weights_file"], config=config_file, dtype=dtype),
-                     layout.store_path("trained"))]
+                     layout.store_location("trained"))]
     if opts.untrained:
         runs.append(ModelRun("untrained", ModelSpec(weights=None, config=config_file, dtype=dtype, untrained_seed=opts.seed,
-                                                    cfg=cfg), layout.store_path("untrained")))
+                                                    cfg=cfg), layout.store_location("untrained")))
     return ScalePlan(
         model=mdl, tokenizer=tok, source=source, corpus_spec=str(corpus), sequences=seqs, sites=site_list, options=opts,
         drop_positions=drop,
         dtype=dtype, runs=runs, partition_plan=pplan, partition_of=partition_of, settings=settings, shard_rows=shard_rows,
         out=out, make_plots=bool(plots), make_report=bool(report), model_info=model_info, tokenizer_info=tok_info,
-        fingerprint=fingerprint, progress=bool(progress), workers=n_workers, timer=timer,
+        fingerprint=fingerprint, progress=bool(progress), workers=n_workers, timer=timer, store=store,
     )

@@ -28,7 +28,7 @@ from .forward import forward_shard
 from .plan import ScalePlan
 from .store import ActivationStore
 from .tables import assemble_scale_tables, write_scale_tables
-from .tasks import analyse_unit, compare_partition
+from .tasks import analyse_unit, compare_partition, read_neighbours, write_comparison_files, write_unit_files
 
 
 def _warn(message: str) -> None:
@@ -73,6 +73,7 @@ def _manifest(plan: ScalePlan, old: dict) -> dict:
             "plots": plan.make_plots,
             "report": plan.make_report,
         },
+        "stores": {run.name: str(run.store) for run in plan.runs},  # where the activations are (--store)
         "fingerprint": plan.fingerprint,
         "fingerprint_sha256": mf.fingerprint_hash(plan.fingerprint),
         "sessions": old.get("sessions", []),
@@ -173,16 +174,20 @@ def _unit_intact(plan: ScalePlan, marker_path: Path, files: list[Path]) -> bool:
 def _analyses(plan: ScalePlan, executor: Executor) -> None:
     units = [(run, site.name, p) for run in plan.runs for site in plan.sites for p in range(plan.partition_plan.partitions)]
     bar = Progress(len(units), "estimators, site x partition", enabled=plan.progress)
-    futures = []
+    futures, destinations = [], []
     for run, site, p in units:
         json_path, nn_path, marker = plan.layout.unit_paths(run.name, site, p)
         if _unit_intact(plan, marker, [json_path, nn_path]):
             bar.advance(note="done earlier")
             continue
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        futures.append(executor.submit(analyse_unit, run.store, site, plan.partition_rows(p), plan.settings,
-                                       json_path, nn_path, marker, plan.out))
-    collect_as_done(futures, on_done=lambda i, _: bar.advance())
+        futures.append(executor.submit(analyse_unit, run.store, site, plan.partition_rows(p), plan.settings))
+        destinations.append((json_path, nn_path, marker))
+
+    def write_files(i: int, result) -> None:  # in this thread, as each task finishes: the workers need only the store
+        write_unit_files(result, *destinations[i], plan.out)
+        bar.advance()
+
+    collect_as_done(futures, on_done=write_files)
     bar.close()
 
 
@@ -190,17 +195,23 @@ def _comparisons(plan: ScalePlan, executor: Executor) -> None:
     names = [s.name for s in plan.sites]
     units = [(run, p) for run in plan.runs for p in range(plan.partition_plan.partitions)]
     bar = Progress(len(units), "site x site comparisons, partitions", enabled=plan.progress)
-    futures = []
+    futures, destinations = [], []
     for run, p in units:
         json_path, marker = plan.layout.compare_paths(run.name, p)
         if _unit_intact(plan, marker, [json_path]):
             bar.advance(note="done earlier")
             continue
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        nn_paths = [plan.layout.unit_paths(run.name, s, p)[1] for s in names]
-        futures.append(executor.submit(compare_partition, run.store, names, plan.partition_rows(p), nn_paths,
-                                       json_path, marker, plan.out, plan.settings.cka_dtype))
-    collect_as_done(futures, on_done=lambda i, _: bar.advance())
+        # the estimators' neighbour lists, read here and sent with the task: workers read no run folder
+        neighbours = read_neighbours([plan.layout.unit_paths(run.name, s, p)[1] for s in names])
+        futures.append(executor.submit(compare_partition, run.store, names, plan.partition_rows(p), neighbours,
+                                       plan.settings.cka_dtype))
+        destinations.append((json_path, marker))
+
+    def write_files(i: int, record: dict) -> None:  # in this thread, as each task finishes
+        write_comparison_files(record, *destinations[i], plan.out)
+        bar.advance()
+
+    collect_as_done(futures, on_done=write_files)
     bar.close()
 
 
@@ -262,7 +273,8 @@ def run_scale_study(model="gpt2", corpus=None, out=None, **options) -> Path:
     "hf:<dataset>[:<config>]" / a datasets.save_to_disk folder (the `corpus` extra). Options
     (keyword only): represent ("last" or "mean"), window (tokens per sequence, e.g. 20),
     remainder ("drop" or "keep"), max_sequences, seed, text_column, split, partitions,
-    partition_size, batch_size, untrained (also the untrained control), and the token study's
+    partition_size, batch_size, untrained (also the untrained control), store (where the
+    activation store goes: a local path or an fsspec URL the workers share), and the token study's
     tokenizer, sites (default: the embeddings and every block's output), drop_positions,
     dtype, plots, report, progress, runs_dir, workers. Raises StudyError before any work on bad
     input."""
