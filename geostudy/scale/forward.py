@@ -123,13 +123,14 @@ def batch_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
 
 
-def forward_shard(model_spec: ModelSpec, store_path: Path, shard: int, ids, lengths, sites: list[str], represent: str,
+def forward_shard(model_spec: ModelSpec, store_path: Path | str, shard: int, ids, lengths, sites: list[str], represent: str,
                   drop_positions: tuple[int, ...], batch_size: int) -> None:
     """The task: represent the shard's sequences (`ids`, `lengths`: its rows, in store order) in
-    batches of `batch_size` and write them as the shard's chunks of the store at `store_path`."""
+    batches of `batch_size` and write them as the shard's chunks of the store at `store_path`
+    (a local path or a URL)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    store = ActivationStore.open_existing(Path(store_path))
+    store = ActivationStore.open_existing(store_path)  # not Path(): a URL must stay a URL
     r0, r1 = store.shard_rows_range(shard)
     ids, lengths = np.asarray(ids), np.asarray(lengths, dtype=np.int64)
     if ids.shape[0] != r1 - r0 or lengths.shape != (r1 - r0,):
