@@ -49,7 +49,7 @@ def forward_seconds(model_dir: Path, corpus: Path, out: Path, args, executor) ->
                                max_sequences=args.sequences, partitions=2, partition_size=args.sequences // 4,
                                shard_rows=args.shard_rows, workers=1, plots=False, report=False, progress=False)
     execute_scale(plan, executor)
-    return plan.timer.as_dict()[STAGE], store_digest(out / "activations.zarr")
+    return plan.timer.seconds[STAGE], store_digest(out / "activations.zarr")
 
 
 def main() -> int:
@@ -78,7 +78,7 @@ def main() -> int:
             for rep in range(args.reps):
                 order = list(engines) if rep % 2 == 0 else list(reversed(engines))
                 for name in order:
-                    seconds, digest = forward_seconds(model_dir, corpus, work / f"run-{rep}-{len(times[name])}-{name[:7]}",
+                    seconds, digest = forward_seconds(model_dir, corpus, work / f"run-{rep}-{list(engines).index(name)}",
                                                       args, engines[name])
                     times[name].append(seconds)
                     digests.add(digest)

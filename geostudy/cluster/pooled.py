@@ -6,6 +6,7 @@ array, so the tables are the same bytes with or without the cluster."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 import threading
 from collections.abc import Callable
@@ -45,7 +46,9 @@ class ClusterSearches:
         self.progress = progress
 
     def reporting_to(self, progress: Progress) -> ClusterSearches:
-        return ClusterSearches(self.client, self.run_folder, progress)
+        reporting = copy.copy(self)  # (a subclass stays itself)
+        reporting.progress = progress
+        return reporting
 
     def _task_counter(self, site: str) -> Callable[[], None] | None:
         if self.progress is None:

@@ -46,6 +46,11 @@ class ThreadExecutor:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
 
+    @property
+    def runs_inline(self) -> bool:
+        """Each task runs inside submit (one worker): see run_as_done."""
+        return self._pool is None
+
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
         if self._pool is not None:
             return self._pool.submit(_single_threaded, fn, args)
@@ -91,3 +96,16 @@ def collect_as_done(futures: Sequence[TaskFuture], on_done: Callable[[int, Any],
         if on_done is not None:
             on_done(i, results[i])
     return results
+
+
+def run_as_done(executor: Executor, calls: Sequence[tuple[Callable[..., Any], tuple]],
+                on_done: Callable[[int, Any], None]) -> None:
+    """Run fn(*args) for every (fn, args) of `calls` and hand each result to on_done(i, result)
+    in this thread as it finishes (collect_as_done). An executor that runs each task inside
+    submit (`runs_inline`: ThreadExecutor with one worker) gets the next task only once the
+    last one's result is handed over, so that a run killed midway keeps what it finished."""
+    if getattr(executor, "runs_inline", False):
+        for i, (fn, args) in enumerate(calls):
+            on_done(i, executor.submit(fn, *args).result())
+        return
+    collect_as_done([executor.submit(fn, *args) for fn, args in calls], on_done=on_done)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..pipeline.executor import Executor, ThreadExecutor, collect_as_done
+from ..pipeline.executor import Executor, ThreadExecutor, run_as_done
 from ..rundir import manifest as mf
 from ..rundir.diskspace import DiskFullError, disk_full_message
 from ..rundir.folder import check_run_folder
@@ -150,12 +150,12 @@ def _forward(plan: ScalePlan, run, executor: Executor) -> None:
     if len(todo) < store.n_shards:
         bar.advance(store.n_shards - len(todo), note="done earlier")
     ids, lengths, names = plan.sequences.ids, plan.sequences.lengths, [s.name for s in plan.sites]
-    futures = []
+    calls = []
     for k in todo:
         a, b = store.shard_rows_range(k)
-        futures.append(executor.submit(forward_shard, run.spec, run.store, k, ids[a:b], lengths[a:b], names,
-                                       plan.options.represent, plan.drop_positions, plan.options.batch_size))
-    collect_as_done(futures, on_done=lambda i, _: bar.advance())
+        calls.append((forward_shard, (run.spec, run.store, k, ids[a:b], lengths[a:b], names, plan.options.represent,
+                                      plan.drop_positions, plan.options.batch_size)))
+    run_as_done(executor, calls, on_done=lambda i, _: bar.advance())
     bar.close()
 
 
@@ -174,20 +174,20 @@ def _unit_intact(plan: ScalePlan, marker_path: Path, files: list[Path]) -> bool:
 def _analyses(plan: ScalePlan, executor: Executor) -> None:
     units = [(run, site.name, p) for run in plan.runs for site in plan.sites for p in range(plan.partition_plan.partitions)]
     bar = Progress(len(units), "estimators, site x partition", enabled=plan.progress)
-    futures, destinations = [], []
+    calls, destinations = [], []
     for run, site, p in units:
         json_path, nn_path, marker = plan.layout.unit_paths(run.name, site, p)
         if _unit_intact(plan, marker, [json_path, nn_path]):
             bar.advance(note="done earlier")
             continue
-        futures.append(executor.submit(analyse_unit, run.store, site, plan.partition_rows(p), plan.settings))
+        calls.append((analyse_unit, (run.store, site, plan.partition_rows(p), plan.settings)))
         destinations.append((json_path, nn_path, marker))
 
     def write_files(i: int, result) -> None:  # in this thread, as each task finishes: the workers need only the store
         write_unit_files(result, *destinations[i], plan.out)
         bar.advance()
 
-    collect_as_done(futures, on_done=write_files)
+    run_as_done(executor, calls, on_done=write_files)
     bar.close()
 
 
@@ -195,7 +195,7 @@ def _comparisons(plan: ScalePlan, executor: Executor) -> None:
     names = [s.name for s in plan.sites]
     units = [(run, p) for run in plan.runs for p in range(plan.partition_plan.partitions)]
     bar = Progress(len(units), "site x site comparisons, partitions", enabled=plan.progress)
-    futures, destinations = [], []
+    calls, destinations = [], []
     for run, p in units:
         json_path, marker = plan.layout.compare_paths(run.name, p)
         if _unit_intact(plan, marker, [json_path]):
@@ -203,15 +203,14 @@ def _comparisons(plan: ScalePlan, executor: Executor) -> None:
             continue
         # the estimators' neighbour lists, read here and sent with the task: workers read no run folder
         neighbours = read_neighbours([plan.layout.unit_paths(run.name, s, p)[1] for s in names])
-        futures.append(executor.submit(compare_partition, run.store, names, plan.partition_rows(p), neighbours,
-                                       plan.settings.cka_dtype))
+        calls.append((compare_partition, (run.store, names, plan.partition_rows(p), neighbours, plan.settings.cka_dtype)))
         destinations.append((json_path, marker))
 
     def write_files(i: int, record: dict) -> None:  # in this thread, as each task finishes
         write_comparison_files(record, *destinations[i], plan.out)
         bar.advance()
 
-    collect_as_done(futures, on_done=write_files)
+    run_as_done(executor, calls, on_done=write_files)
     bar.close()
 
 
