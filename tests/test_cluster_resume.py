@@ -12,15 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
+from word_corpus import write_word_documents
 
 pytest.importorskip("distributed")
 
 import geostudy  # noqa: E402
 
-WORDS = "river stone light music number garden winter engine market theory ocean signal forest paper glass".split()
 TABLES = ["results.csv", "overlap.csv", "cka.csv", "partitions.csv", "spectra.csv", "skipped.csv"]
 OPTIONS = dict(represent="last", window=6, partitions=2, partition_size=400, untrained=True)
 
@@ -28,11 +27,7 @@ OPTIONS = dict(represent="last", window=6, partitions=2, partition_size=400, unt
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory) -> Path:
     """About 9,000 sequences of 6 tokens: 9 shards, enough to kill the client between two."""
-    rng = np.random.default_rng(5)
-    lines = [json.dumps({"text": " ".join(rng.choice(WORDS, size=int(rng.integers(12, 60))))}) for _ in range(1500)]
-    path = tmp_path_factory.mktemp("resume_corpus") / "docs.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_word_documents(tmp_path_factory.mktemp("resume_corpus") / "docs.jsonl", seed=5, n_docs=1500, words=(12, 60))
 
 
 def _command(model, vocab, docs, out) -> list[str]:

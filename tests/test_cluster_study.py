@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from word_corpus import write_word_documents
 
 import geostudy
 from geostudy.cli import main
@@ -23,18 +24,13 @@ from geostudy.cluster.connection import connect
 from geostudy.cluster.executor import DaskExecutor
 from geostudy.cluster.pooled import ClusterSearches
 
-WORDS = "river stone light music number garden winter engine market theory ocean signal forest paper glass".split()
 SCALE_TABLES = ["results.csv", "overlap.csv", "cka.csv", "partitions.csv", "spectra.csv", "skipped.csv"]
 TOKEN_TABLES = ["results.csv", "lens_top_tokens.csv", "spectra.csv", "prompts.csv", "sites.csv", "skipped.csv"]
 
 
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(3)
-    lines = [json.dumps({"text": " ".join(rng.choice(WORDS, size=int(rng.integers(8, 40))))}) for _ in range(1500)]
-    path = tmp_path_factory.mktemp("cluster_corpus") / "docs.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_word_documents(tmp_path_factory.mktemp("cluster_corpus") / "docs.jsonl", seed=3, n_docs=1500, words=(8, 40))
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import zarr
 from fsspec.core import url_to_fs
+from word_corpus import write_word_documents
 
 import geostudy
 from geostudy.cli import main
@@ -229,11 +230,8 @@ def test_the_untrained_store_goes_beside_the_trained_one(tmp_path):
 
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(5)
-    lines = [json.dumps({"text": " ".join(rng.choice(WORDS, size=int(rng.integers(6, 24))))}) for _ in range(900)]
-    path = tmp_path_factory.mktemp("url_corpus") / "docs.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_word_documents(tmp_path_factory.mktemp("url_corpus") / "docs.jsonl", seed=5, n_docs=900, words=(6, 24),
+                                vocabulary=WORDS)
 
 
 OPTIONS = dict(represent="last", window=6, partitions=2, partition_size=200, untrained=True, plots=False, report=False,
