@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale_study import WINDOW, common_words, write_corpus  # noqa: E402
 from bench_study import build_model, copy_vocab  # noqa: E402
 

@@ -201,8 +201,11 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, as_url):
     proc = _start_child(killed, as_url)  # killed while starting: in the imports or while creating the store
     time.sleep(rng.uniform(0.6, 1.0) * startup)
     _kill(proc)
-    kills = inside = 0
-    for _ in range(6):
+    kills = inside = attempts = 0
+    # at least 6 kills, 2 of them inside a shard's writing (where a kill lands is chance: the
+    # machine's load moves it, so more attempts are made until 2 have landed there)
+    while attempts < 6 or (inside < 2 and attempts < 30):
+        attempts += 1
         proc = _start_child(killed, as_url)
         assert proc.stdout.readline() == b"open\n"
         for _ in range(rng.randint(0, 3)):  # a few whole shards, then a random moment inside the next
@@ -214,7 +217,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, as_url):
         # a shard with chunks on disk but no marker: the kill landed inside a shard
         inside += any(not done and (killed / store.chunk_key("blocks.0.hook_resid_post", k)).exists()
                       for k, done in enumerate(finished))
-    assert kills == 6 and inside >= 2, (kills, inside)
+    assert kills == attempts and inside >= 2, (attempts, kills, inside)
     proc = _start_child(killed, as_url)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out.endswith(b"done\n")
