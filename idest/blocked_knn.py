@@ -164,12 +164,12 @@ def knn_pair(cloud: KnnCloud, plan: BlockPlan, g: int, h: int,
     _check_cloud(cloud, plan)
     if not 0 <= g <= h < plan.n_groups:
         raise ValueError(f"pair ({g}, {h}) is not one of the plan's (0 <= g <= h < {plan.n_groups}).")
-    start = None
+    starting = None
     if thresholds is not None:
         if g == h:
             raise ValueError(f"a diagonal pair ({g}, {g}) starts without thresholds: it is where they come from.")
-        start = np.concatenate([np.asarray(t, dtype=np.float32) for t in thresholds])
-    keys, ids = engine_blocks.scan_pair(cloud.geometry, plan.bounds, g, h, plan.kc, start)
+        starting = np.concatenate([np.asarray(t, dtype=np.float32) for t in thresholds])
+    keys, ids = engine_blocks.scan_pair(cloud.geometry, plan.bounds, g, h, plan.kc, starting)
     start, stop = plan.rows(g)
     return PairCandidates(g=g, h=h, n_rows_g=stop - start, keys=keys, ids=ids)
 

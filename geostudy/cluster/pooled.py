@@ -39,11 +39,10 @@ class ClusterSearches:
     """`for_site(name)` -> search(X, k): idest.neighborhoods(X, k=k), run on the cluster.
     `reporting_to(bar)`: the same searches, each finished task shown on the progress bar."""
 
-    def __init__(self, client, run_folder: Path, progress: Progress | None = None):
+    def __init__(self, client, run_folder: Path):
         self.client = client
-        self.run_folder = Path(run_folder)
-        self.folder = self.run_folder / CLOUD_DIR
-        self.progress = progress
+        self.folder = Path(run_folder) / CLOUD_DIR
+        self.progress: Progress | None = None
 
     def reporting_to(self, progress: Progress) -> ClusterSearches:
         reporting = copy.copy(self)  # (a subclass stays itself)

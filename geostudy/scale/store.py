@@ -42,7 +42,6 @@ for every file system; the network costs more than the hash).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -51,6 +50,7 @@ import numpy as np
 
 from ..errors import StudyError
 from ..rundir.fsio import json_bytes
+from ..rundir.integrity import checksum_bytes
 from .store_files import FsspecFiles, LocalFiles, open_files
 
 LAYOUT_KEY = "geostudy_store"
@@ -82,7 +82,8 @@ def _hashed_chunk(files: LocalFiles | FsspecFiles, key: str) -> tuple[bytes, int
     known = _HASHED.get(files.where(key))
     if unchanged and known is not None and known[0] == before:
         return data, *known[1]
-    size, digest = len(data), hashlib.sha256(data).hexdigest()
+    checksum = checksum_bytes(data)
+    size, digest = checksum.size, checksum.sha256
     if unchanged:
         _HASHED[files.where(key)] = (before, (size, digest))
     return data, size, digest
@@ -172,7 +173,7 @@ class ActivationStore:
             key = self.chunk_key(site, shard)
             data = self._chunk_bytes(rows[site])
             self.files.write(key, data)
-            chunks[site] = {"file": key, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            chunks[site] = {"file": key, **checksum_bytes(data).as_dict()}
         record = {"rows": [r0, r1], "fingerprint": self.fingerprint, "chunks": chunks}
         self.files.write(marker, json_bytes(_marker_group(shard, record), indent=2))
 

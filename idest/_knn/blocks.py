@@ -58,8 +58,8 @@ def scan_pair(geo: Geometry, bounds: tuple[int, ...], g: int, h: int, kc: int,
     ``thresholds`` (float32, one per row of g [+ h], in that order) start each point's
     buffer below the sentinel: keys at or above it are left out from the first tile, and a
     point that gets fewer than kc keys below it reports it as its bound (slot 0). Given the
-    kc-th key each point found within its own group (``seed_thresholds`` of the diagonal
-    pairs' candidates), an off-diagonal pair does far less buffering than from scratch; the
+    kc-th key each point found within its own group (``PairCandidates.thresholds()`` of
+    the diagonal pairs), an off-diagonal pair does far less buffering than from scratch; the
     row's bound, and so its certification, is the same (the diagonal pair reports that
     threshold itself)."""
     a0, a1 = bounds[g], bounds[g + 1]
