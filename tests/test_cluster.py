@@ -26,6 +26,7 @@ from geostudy.cluster import (  # noqa: E402
     distributed_neighborhoods,
     versions,
 )
+from geostudy.cluster.connection import QUIET_MONITORING  # noqa: E402
 from geostudy.errors import StudyError  # noqa: E402
 
 
@@ -117,6 +118,28 @@ def test_a_worker_killed_during_the_search_changes_nothing(cluster, tmp_path):
         nb = search.result(timeout=300)
     check_neighborhoods(nb, ref)
     assert victim not in client.nthreads() or pid not in client.run(os.getpid).values()
+
+
+def monitoring_settings():
+    import dask
+
+    return {key: dask.config.get(key) for key in QUIET_MONITORING}
+
+
+def test_local_workers_monitor_quietly_also_when_restarted(cluster):
+    client = cluster.client
+    assert all(settings == QUIET_MONITORING for settings in client.run(monitoring_settings).values())
+    victim, pid = next(iter(client.run(os.getpid).items()))
+    os.kill(pid, signal.SIGKILL)  # its nanny starts a new worker process
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (victim in client.nthreads() or len(client.nthreads()) < 2):
+        time.sleep(0.1)
+    pids = client.run(os.getpid)
+    assert len(pids) == 2 and pid not in pids.values()
+    assert all(settings == QUIET_MONITORING for settings in client.run(monitoring_settings).values())
+    import dask
+
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process's config is left as it was
 
 
 def flaky(counter_path, value):

@@ -40,17 +40,19 @@ class DaskExecutor:
     """``submit(fn, *args)`` -> distributed.Future (``.result()`` returns fn(*args) or raises its
     error). Tasks are never deduplicated (pure=False: the same arguments may be run twice on
     purpose, after a failure). ``on_done()`` is called once per finished task, whatever its
-    outcome."""
+    outcome. ``priority`` (Dask's: higher runs first, then earlier submissions) orders tasks that
+    are ready at the same time."""
 
     def __init__(self, client, *, retries: int = DEFAULT_RETRIES, on_done: Callable[[], None] | None = None):
         self.client = client
         self.retries = retries
         self.on_done = on_done
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any):
+    def submit(self, fn: Callable[..., Any], /, *args: Any, priority: int = 0):
         # the key names the task's own function (the dashboard shows it), unique: never deduplicated
         key = f"{getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
-        future = self.client.submit(run_single_threaded, fn, *args, key=key, pure=False, retries=self.retries)
+        future = self.client.submit(run_single_threaded, fn, *args, key=key, pure=False, retries=self.retries,
+                                    priority=priority)
         if self.on_done is not None:
             on_done = self.on_done
             future.add_done_callback(lambda _: on_done())

@@ -110,27 +110,41 @@ def _keep(rows: np.ndarray) -> np.ndarray:
     return rows
 
 
+# Dask priorities (higher first, then earlier submissions): what follows a finished pair, the
+# diagonal pairs that seed the others, then the other pairs in submission order.
+_FOLLOWING, _DIAGONAL = 2, 1
+
+
 def dask_runner(client, cloud: ZarrCloud, n_rows: int, executor: DaskExecutor) -> Callable:
     """The runner ``idest.neighborhoods_blocked`` calls for each search: the plan's tasks on the
     cluster, the blocks gathered in group order."""
     source = _Search(cloud, uuid.uuid4().hex)
+
+    def small(fn: Callable, *args):
+        """A short task on a pair's result (not counted as progress), run as soon as it is ready."""
+        return client.submit(fn, *args, pure=False, retries=executor.retries, priority=_FOLLOWING)
 
     def run(rows: np.ndarray, plan: idest.BlockPlan, metric: str) -> list[idest.BlockNeighbors]:
         # all rows: None (nothing to send); otherwise the rows go to the cluster once, as a task
         # of their own, so that a lost copy is recomputed like any other result
         rows_arg = None if len(rows) == n_rows else client.submit(_keep, np.asarray(rows, dtype=np.int64), pure=False)
         # the diagonal pairs first; each other pair starts from the thresholds its two groups'
-        # diagonal pairs found (fewer keys buffered; the same result)
+        # diagonal pairs found (fewer keys buffered; the same result). The other pairs go row by
+        # row, (0, 1), (0, 2), ..., so group g has all its candidates after row g, and whatever
+        # follows a pair (its parts, a group's refinement) runs as soon as it can: the groups are
+        # then spread over the search, not left for the end, and each pair is freed early.
         n = plan.n_groups
-        pairs = {(g, g): executor.submit(pair_task, source, metric, rows_arg, plan, g, g) for g in range(n)}
-        seeds = [client.submit(thresholds_task, pairs[g, g], pure=False, retries=executor.retries) for g in range(n)]
+        pairs = {(g, g): executor.submit(pair_task, source, metric, rows_arg, plan, g, g, priority=_DIAGONAL)
+                 for g in range(n)}
+        seeds = [small(thresholds_task, pairs[g, g]) for g in range(n)]
         for g, h in plan.pairs:
             if g < h:  # (Dask hands the task the two futures' results, as a tuple)
                 pairs[g, h] = executor.submit(pair_task, source, metric, rows_arg, plan, g, h, (seeds[g], seeds[h]))
         del seeds
-        parts = {(p, g): client.submit(part_task, pairs[p], g, pure=False, retries=executor.retries) for p in plan.pairs for g in set(p)}
+        parts = {(p, g): small(part_task, pairs[p], g) for p in plan.pairs for g in set(p)}
         del pairs  # the scheduler keeps what the parts still need
-        groups = [executor.submit(group_task, source, metric, rows_arg, plan, g, *[parts[(p, g)] for p in plan.pairs_of(g)])
+        groups = [executor.submit(group_task, source, metric, rows_arg, plan, g, *[parts[(p, g)] for p in plan.pairs_of(g)],
+                                  priority=_FOLLOWING)
                   for g in range(plan.n_groups)]
         del parts
         return client.gather(groups)

@@ -485,11 +485,12 @@ def _lex_less(d_a, i_a, d_b, i_b):
 
 
 # The candidates of a row are visited by increasing (key, id) until the bound proves the rest
-# farther: usually about k of them, out of m = kc per worker, or, in the row-block search
-# (blocked_knn), kc per task that touched the row: several hundred. Up to SORT_MAX candidates
-# an insertion sort of all of them is fastest (measured: 0.36 s against a heap's 0.56 s for
-# 9,335 points with k = 64, m = 76); beyond, a binary heap, O(m) to build and O(log m) per
-# visit, beats the sort's O(m^2) (0.63 s against 0.75 s for 4,300 rows with m = 532).
+# farther: usually about k of them. Of the candidates every worker (or, in the row-block search,
+# every task that touched the row) kept, refine_candidates keeps the kc smallest (a linear
+# selection: a row-block task's row has several hundred), then orders them: up to SORT_MAX
+# an insertion sort is fastest (measured: 0.36 s against a heap's 0.56 s for 9,335 points with
+# k = 64, kc = 76); beyond (k over about 220), a binary heap, O(kc) to build and O(log kc) per
+# visit, beats the sort's O(kc^2) (0.63 s against 0.75 s for 4,300 rows of 532).
 SORT_MAX = 256
 
 
@@ -569,8 +570,10 @@ def refine_candidates(X, s, half_lb, cand_keys, cand_ids, k, out_d2, out_idx, ce
     exceeds the current k-th exact distance no later candidate can enter, so usually only
     about k exact distances are computed. The row is *certified* when every point left
     out is provably farther than the k-th exact distance: a point left out by worker w has
-    a key >= w's slot 0, so its L is at least 2 (min_w slot0_w + half_lb_i). Each
-    pair (i, j) was offered to exactly one worker, so no point appears twice.
+    a key >= w's slot 0, so its L is at least 2 (min_w slot0_w + half_lb_i); of all the
+    workers' candidates only the kc smallest are visited, and the largest of them joins
+    that minimum (what a single worker's buffer would have left out). Each pair (i, j) was
+    offered to exactly one worker, so no point appears twice.
     Rows row_lo..row_hi-1 only: callers split the rows among threads.
 
     Euclidean distances are symmetric bit for bit (see _one_scale), so a candidate j whose
@@ -585,33 +588,40 @@ def refine_candidates(X, s, half_lb, cand_keys, cand_ids, k, out_d2, out_idx, ce
     m = n_workers * kc
     keys = np.empty(m, dtype=np.float32)
     ids = np.empty(m, dtype=np.int64)
+    scratch = np.empty(3 * m, dtype=np.int32)
     d = np.empty(k, dtype=np.float64)
     ix = np.empty(k, dtype=np.int64)
     reuse = X.shape[1] * X.itemsize > 5 * 8 * k
     kth = np.empty(row_hi - row_lo, dtype=np.float64)  # rows done here: k-th distance
     for i in range(row_lo, row_hi):
+        # the row's points from every worker; slots without one (id -1: unfilled, or a
+        # bound) are left out here, their keys counting only in the bound
         bound = np.float32(EMPTY_KEY)
+        size = 0
         for w in range(n_workers):
             bound = min(bound, cand_keys[w, i, 0])
             for q in range(kc):
-                keys[w * kc + q] = cand_keys[w, i, q]
-                ids[w * kc + q] = cand_ids[w, i, q]
-        small = m <= SORT_MAX
+                if cand_ids[w, i, q] >= 0:
+                    keys[size] = cand_keys[w, i, q]
+                    ids[size] = cand_ids[w, i, q]
+                    size += 1
+        if size > kc:
+            # the kc smallest are enough: every point left out is then at least the largest
+            # of them, as in a single worker's buffer, which the bound takes in
+            bound = min(bound, keep_smallest(keys, ids, size, kc, scratch))
+            size = kc
+        small = size <= SORT_MAX
         if small:
-            _sort_by_key(keys, ids)
+            _sort_by_key(keys[:size], ids[:size])
         else:
-            _heapify(keys, ids, m)
+            _heapify(keys, ids, size)
         hlbi = np.float64(half_lb[i])
         filled = 0
-        for q in range(m):
+        for q in range(size):
             if small:
                 key, j = keys[q], ids[q]
             else:
-                key, j = _pop_smallest(keys, ids, m - q)
-            if j < 0:
-                if key == EMPTY_KEY:
-                    break  # unfilled slots (sentinel keys) come last
-                continue  # a bound without a point (see buffers_to_candidates)
+                key, j = _pop_smallest(keys, ids, size - q)
             lower = 2.0 * (np.float64(key) + hlbi)
             if filled == k and _beyond(lower, d[k - 1], slack_rel, slack_abs):
                 break  # keys ascend: every remaining candidate is provably farther
